@@ -1,0 +1,114 @@
+"""`shicheng` command line: one sub-command per step of the pipeline (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shicheng.domain import DISCLAIMER, Patient
+
+app = typer.Typer(
+    help="师承 shicheng: curate a master physician's records, train one small model in five stages, serve and "
+         "evaluate it. " + DISCLAIMER,
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "notice": "cyan"}
+
+
+def _knowledge(units: Path | None):
+    from shicheng.knowledge import KnowledgeError, load_knowledge
+
+    try:
+        return load_knowledge(units_file=units) if units else load_knowledge()
+    except KnowledgeError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+
+
+@app.command("check-prescription")
+def check_prescription(
+    text: str = typer.Argument(None, help="Prescription text, e.g. '法半夏10黄连5黄芩10干姜6 炙甘草6'. Use - for stdin."),
+    file: Path = typer.Option(None, "--file", "-f", exists=True, dir_okay=False,
+                              help="Read the prescription (or a whole case record) from this UTF-8 file."),
+    pregnant: bool = typer.Option(False, "--pregnant", help="The patient is pregnant: check 妊娠禁用/慎用."),
+    sex: str = typer.Option("unknown", help="Patient sex: male, female or unknown."),
+    age: float = typer.Option(None, help="Patient age in years."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    units: Path = typer.Option(None, "--units", exists=True, dir_okay=False,
+                               help="YAML unit table overriding the default (1 钱 = 3 g, 1 两 = 30 g)."),
+) -> None:
+    """Parse a prescription into herbs, doses and grams, and report safety findings (十八反, 十九畏, pregnancy, dose)."""
+    from shicheng.prescription import parse_prescription
+    from shicheng.safety import check_safety
+
+    if file is not None:
+        text = file.read_text(encoding="utf-8-sig")
+    elif text in (None, "-"):
+        text = sys.stdin.read()
+    if not text or not text.strip():
+        console.print("[red]No prescription text: pass TEXT, --file F, or pipe it on stdin.[/red]")
+        raise typer.Exit(2)
+    kb = _knowledge(units)
+    parsed = parse_prescription(text, kb)
+    findings = check_safety(parsed.prescription, Patient(sex=sex, age=age, pregnant=pregnant), kb)
+    if as_json:
+        out = parsed.to_dict()
+        out["findings"] = [f.model_dump(exclude_none=True) for f in findings]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"处方 {parsed.prescription.formula_name or ''}".strip(), show_lines=False)
+    for col in ("written", "name", "base", "processing", "dose", "unit", "grams", "note"):
+        table.add_column(col)
+    for h in parsed.herbs:
+        table.add_row(h.raw, h.name or "[red]?[/red]", h.base or "[red]unknown[/red]", h.processing or "",
+                      f"{h.dose:g}" if h.dose is not None else "", h.unit or "",
+                      f"{h.grams:g}" if h.grams is not None else "", h.note or "")
+    console.print(table)
+    if parsed.prescription.administration:
+        console.print(f"用法: {parsed.prescription.administration}")
+    if parsed.unparsed:
+        console.print(f"[yellow]Could not read:[/yellow] {' | '.join(parsed.unparsed)}")
+    for f in findings:
+        console.print(f"[{LEVEL_STYLE[f.level]}]{f.level.upper():8}[/] {f.message}")
+    if not findings:
+        console.print("[green]No safety findings.[/green]")
+    console.print(f"[dim]{DISCLAIMER}[/dim]")
+
+
+@app.command("herb")
+def herb(
+    name: str = typer.Argument(..., help="A herb, alias, processed form, formula or merged name (简/繁)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what the lexicon knows about a name: canonical herb, aliases, processing, safety rules, dose range."""
+    kb = _knowledge(None)
+    info = kb.describe(name)
+    if info is None:
+        console.print(f"[red]'{name}' is not in the lexicon[/red] (herbs, aliases, processed forms, formulas).")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    table = Table(show_header=False, title=name)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in info.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value, ensure_ascii=False)
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Curation: a master's raw materials -> clean cases and corpus -> the five stage datasets (DESIGN.md §3)."""

@@ -1,0 +1,1 @@
+"""Shared test helpers (real servers and builders, never mocks of shicheng's own code)."""

@@ -1,0 +1,43 @@
+import json
+
+from typer.testing import CliRunner
+
+from shicheng.cli import app
+
+runner = CliRunner()
+
+
+def test_check_prescription_json():
+    res = runner.invoke(app, ["check-prescription", "甘草6g 海藻15g 水蛭3g", "--pregnant", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert [h["base"] for h in out["herbs"]] == ["甘草", "海藻", "水蛭"]
+    assert set(out["herbs"][0]) >= {"raw", "name", "base", "processing", "dose", "unit", "grams", "note"}
+    assert {f["rule"] for f in out["findings"]} >= {"十八反", "妊娠禁用"}
+    assert all(set(f) >= {"level", "rule", "herbs", "message"} for f in out["findings"])
+    assert out["unparsed"] == []
+
+
+def test_check_prescription_table_and_file(tmp_path):
+    f = tmp_path / "rx.txt"
+    f.write_text("附子30g(先煎) 法半夏9g", encoding="utf-8")
+    res = runner.invoke(app, ["check-prescription", "--file", str(f)])
+    assert res.exit_code == 0
+    assert "十八反" in res.output and "ERROR" in res.output and "WARNING" in res.output
+
+
+def test_check_prescription_needs_text():
+    res = runner.invoke(app, ["check-prescription", "--json"], input="")
+    assert res.exit_code == 2 and "No prescription text" in res.output
+
+
+def test_herb_command():
+    res = runner.invoke(app, ["herb", "云苓", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["base"] == "茯苓"
+    assert runner.invoke(app, ["herb", "不存在的药"]).exit_code == 1
+
+
+def test_every_command_has_help():
+    for cmd in ([], ["check-prescription"], ["herb"]):
+        res = runner.invoke(app, [*cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output
