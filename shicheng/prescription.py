@@ -63,6 +63,7 @@ class ParsedPrescription:
     prescription: Prescription
     unparsed: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)  # sentences read as case narrative, not prescription
+    removed: list[str] = field(default_factory=list)  # base herbs named after 去 (上方去黄芩)
 
     @property
     def herbs(self) -> list[HerbItem]:
@@ -429,4 +430,33 @@ def parse_prescription(text: str, kb: Knowledge | None = None) -> ParsedPrescrip
     formula_name = b.expand_formulas()
     rx = Prescription(formula_name=formula_name, herbs=b.items, administration="，".join(b.admin) or None,
                       raw=text)
-    return ParsedPrescription(prescription=rx, unparsed=b.unparsed, context=[c for c in context if c])
+    return ParsedPrescription(prescription=rx, unparsed=b.unparsed, context=[c for c in context if c],
+                              removed=sorted(b.removed))
+
+
+_PREVIOUS = re.compile(r"^\s*(?:处方[:：]?\s*)?(上方|原方|前方|守方|效不更方|守上方|继服上方|上方基础)")
+
+
+def refers_to_previous(text: str) -> bool:
+    """True when a follow-up prescription is written relative to the last one (上方去黄芩加丹参15g)."""
+    return bool(_PREVIOUS.search(text or ""))
+
+
+def apply_to_previous(previous: Prescription, parsed: ParsedPrescription) -> Prescription:
+    """The full prescription of a follow-up visit written as changes to the previous one."""
+    changed = {h.base for h in parsed.herbs if h.base}
+    gone = set(parsed.removed)
+    kept = [h for h in previous.herbs if h.base not in gone and h.base not in changed]
+    return Prescription(formula_name=previous.formula_name, herbs=[*kept, *parsed.herbs],
+                        administration=parsed.prescription.administration or previous.administration,
+                        raw=parsed.prescription.raw)
+
+
+def format_herbs(herbs: list[HerbItem]) -> str:
+    """Herbs as a pharmacist writes them: 柴胡10g 白芍12g 生石膏30g(先煎)."""
+    out = []
+    for h in herbs:
+        dose = f"{h.dose:g}{h.unit or 'g'}" if h.dose is not None else ""
+        note = f"({h.note})" if h.note else ""
+        out.append(f"{h.name or h.raw}{dose}{note}")
+    return " ".join(out)

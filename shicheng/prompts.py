@@ -6,7 +6,8 @@ consultation agent and the evaluation all call these functions (DESIGN.md §3).
 
 from __future__ import annotations
 
-from shicheng.domain import DISCLAIMER, SECTION_BY_KEY, Case, Master, Task, Visit
+from shicheng.domain import DISCLAIMER, SECTION_BY_KEY, Answer, Case, Master, Task, Visit
+from shicheng.prescription import format_herbs
 from shicheng.template import render_answer
 
 GENERIC_SYSTEM = (
@@ -51,15 +52,19 @@ def describe_visit(case: Case, visit: Visit) -> str:
     return "\n".join(lines)
 
 
+def previous_prescription(visit: Visit) -> str:
+    if visit.prescription and visit.prescription.herbs:
+        return format_herbs(visit.prescription.herbs)
+    return visit.answer.prescription if visit.answer and visit.answer.prescription else ""
+
+
 def user_prompt(case: Case, visit_index: int, task: Task) -> str:
-    """The user turn for `task` on visit `visit_index` (0-based) of `case`."""
+    """The user turn for `task` on visit `visit_index` (0-based) of `case`; follow-ups show the last visit."""
     visit = case.visits[visit_index]
     parts = []
-    if task is Task.modification and visit_index > 0:
+    if visit_index > 0:
         prev = case.visits[visit_index - 1]
-        prev_rx = prev.answer.prescription if prev.answer and prev.answer.prescription else (
-            prev.prescription.raw if prev.prescription else "")
-        parts.append(f"【上次就诊】\n{describe_visit(case, prev)}\n上次处方：{prev_rx}")
+        parts.append(f"【上次就诊】\n{describe_visit(case, prev)}\n上次处方：{previous_prescription(prev)}")
         parts.append(f"【本次就诊】\n{describe_visit(case, visit)}")
     else:
         parts.append(describe_visit(case, visit))
@@ -80,8 +85,31 @@ def assistant_target(visit: Visit, task: Task, think: bool) -> str | None:
     return render_answer(answer, sections=tuple(keys), think=think)
 
 
+def modification_text(previous: Visit, visit: Visit) -> str | None:
+    """What changed between two visits' prescriptions: herbs added and removed, then the new prescription."""
+    if not (previous.prescription and visit.prescription and visit.prescription.herbs):
+        return None
+    before = {h.base for h in previous.prescription.herbs if h.base}
+    after = {h.base for h in visit.prescription.herbs if h.base}
+    added = [h for h in visit.prescription.herbs if h.base and h.base not in before]
+    removed = [h for h in previous.prescription.herbs if h.base and h.base not in after]
+    lines = [f"加：{format_herbs(added) if added else '无'}",
+             f"去：{'、'.join(h.name or h.raw for h in removed) if removed else '无'}"]
+    if visit.answer and visit.answer.modifications:
+        lines.append(visit.answer.modifications)
+    lines.append(f"调整后处方：{format_herbs(visit.prescription.herbs)}")
+    return "\n".join(lines)
+
+
 def messages(case: Case, visit_index: int, task: Task, master: Master | None, think: bool) -> list[dict] | None:
-    target = assistant_target(case.visits[visit_index], task, think)
+    """[system, user, assistant] for one training example, or None when the gold answer lacks the parts."""
+    if task is Task.modification:
+        if visit_index == 0:
+            return None
+        text = modification_text(case.visits[visit_index - 1], case.visits[visit_index])
+        target = render_answer(Answer(modifications=text), sections=("modifications",), think=False) if text else None
+    else:
+        target = assistant_target(case.visits[visit_index], task, think)
     if target is None:
         return None
     return [
@@ -92,4 +120,4 @@ def messages(case: Case, visit_index: int, task: Task, master: Master | None, th
 
 
 __all__ = ["DISCLAIMER", "GENERIC_SYSTEM", "TASK_INSTRUCTIONS", "assistant_target", "describe_visit", "messages",
-           "system_prompt", "user_prompt"]
+           "modification_text", "previous_prescription", "system_prompt", "user_prompt"]

@@ -1,0 +1,139 @@
+"""`shicheng curate`: raw materials -> clean cases + corpus -> expanded answers -> split -> stage datasets + card.
+
+    materials ─import─▶ cases, corpus ─clean─▶ ─complete follow-ups─▶ ─expand (teacher | composer)─▶
+    ─split by patient─▶ five stage datasets ─▶ card (README.md + card.json), rejects.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import Progress
+
+from shicheng.curate.card import build_card, write_card
+from shicheng.curate.clean import clean_cases, clean_corpus
+from shicheng.curate.datasets import build_stage_rows, write_jsonl_rows, write_stages
+from shicheng.curate.importers import import_path
+from shicheng.curate.ledger import Ledger
+from shicheng.curate.split import SPLITS, split_cases
+from shicheng.domain import Case, Master, load_master
+from shicheng.prescription import apply_to_previous, format_herbs, parse_prescription, refers_to_previous
+
+SKIP_NAMES = ("README", "mapping")  # documentation and column mappings travel with materials; they are not data
+
+
+@dataclass
+class CurateResult:
+    out_dir: Path
+    card: dict
+    ledger: Ledger
+    cases: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def discover(materials: list[Path]) -> tuple[list[Path], list[Path], dict[Path, Path]]:
+    """(data files, master YAML files, csv/xlsx -> sibling mapping.yaml) under the given paths, sorted."""
+    files, master_files, mappings = [], [], {}
+    for root in materials:
+        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for p in paths:
+            if p.parent.name == "masters" and p.suffix in (".yaml", ".yml"):
+                master_files.append(p)
+            elif p.name.startswith(SKIP_NAMES) or p.name.startswith("."):
+                continue
+            else:
+                files.append(p)
+                sibling = p.parent / "mapping.yaml"
+                if p.suffix.lower() in (".csv", ".xlsx") and sibling.exists():
+                    mappings[p] = sibling
+    return files, master_files, mappings
+
+
+def load_masters(paths: list[Path]) -> dict[str, Master]:
+    masters = {}
+    for p in sorted(paths):
+        m = load_master(p)
+        masters[m.id] = m
+    return masters
+
+
+def complete_followups(case: Case) -> Case:
+    """Parse prescriptions; a follow-up written as 上方去X加Y becomes the full list (kept after the original)."""
+    visits = []
+    for k, v in enumerate(case.visits):
+        text = v.answer.prescription if v.answer else None
+        if text:
+            parsed = parse_prescription(text)
+            rx = parsed.prescription
+            if k > 0 and refers_to_previous(text) and visits[k - 1].prescription:
+                rx = apply_to_previous(visits[k - 1].prescription, parsed)
+                text = f"{text.rstrip('。')}。全方：{format_herbs(rx.herbs)}"
+            v = v.model_copy(update={"prescription": rx, "answer": v.answer.model_copy(update={"prescription": text})})
+        visits.append(v)
+    return case.model_copy(update={"visits": visits})
+
+
+def curate(materials: list[Path], out_dir: Path, mapping: Path | None = None, masters_dir: Path | None = None,
+           teacher=None, seed: int = 0, show_progress: bool = True) -> CurateResult:
+    """Run every curation step and write the stage datasets; `teacher` is a TeacherConfig or None (offline)."""
+    from shicheng.curate.compose import compose_cases
+    from shicheng.curate.teacher import expand_cases
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger()
+    files, master_files, mappings = discover([Path(m) for m in materials])
+    if masters_dir is not None:
+        master_files += sorted(Path(masters_dir).glob("*.y*ml"))
+    masters = load_masters(master_files)
+    names = {m.name: m.id for m in masters.values()} | {m.id: m.id for m in masters.values()}
+    cases: list[Case] = []
+    corpus: list[dict] = []
+    warnings: list[str] = []
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("import", total=len(files))
+        for path in files:
+            result = import_path(path, ledger, mapping=mapping or mappings.get(path), masters=names)
+            cases += result.cases
+            corpus += result.corpus
+            warnings += result.warnings
+            progress.advance(task)
+        progress.update(task, description="clean")
+        cases, pii = clean_cases(cases, ledger)
+        corpus, pii_corpus = clean_corpus(corpus, ledger)
+        cases = [complete_followups(c) for c in cases]
+        progress.update(task, description="expand answers")
+        if teacher is not None:
+            cases = expand_cases(cases, masters, teacher, ledger)
+        else:
+            cases = compose_cases(cases, masters, ledger)
+    assignment = split_cases(cases, seed)
+    stage_rows = build_stage_rows(cases, corpus, masters, assignment, seed)
+    files_info = write_stages(out_dir, stage_rows)
+    for split in SPLITS:
+        write_jsonl_rows(out_dir / "cases" / f"{split}.jsonl",
+                         [c.model_dump(exclude_none=True) for c in cases if assignment[c.id] == split])
+    write_jsonl_rows(out_dir / "corpus.jsonl", corpus)
+    ledger.write_rejects(out_dir / "rejects.jsonl")
+    (out_dir / "masters").mkdir(exist_ok=True)
+    for m in masters.values():
+        (out_dir / "masters" / f"{m.id}.json").write_text(m.model_dump_json(indent=2), encoding="utf-8")
+    split_counts = dict(Counter(assignment.values()))
+    split_info = {"seed": seed, "unit": "patient", "stratified_by": "master",
+                  "cases": {s: split_counts.get(s, 0) for s in SPLITS}, "assignment": dict(sorted(assignment.items()))}
+    (out_dir / "split.json").write_text(json.dumps(split_info, ensure_ascii=False, indent=1), encoding="utf-8")
+    ledger.check()
+    pii_total = dict(sorted((pii + pii_corpus).items()))
+    card = build_card(stage_rows, files_info, ledger.summary(), pii_total,
+                      {k: v for k, v in split_info.items() if k != "assignment"},
+                      {"seed": seed, "masters": sorted(masters), "synthetic": any(c.synthetic for c in cases)
+                       or any(m.fictional for m in masters.values()), "teacher": teacher.model if teacher else
+                       "offline composer", "warnings": warnings[:200], "materials": [str(m) for m in materials]})
+    write_card(out_dir, card)
+    return CurateResult(out_dir=out_dir, card=card, ledger=ledger, cases=split_info["cases"],
+                        seconds=time.perf_counter() - t0)
