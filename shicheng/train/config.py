@@ -1,0 +1,145 @@
+"""The training recipe as one validated YAML: base model, tokenizer extension, ordered stages.
+
+Every YAML under configs/ is loaded by tests/train/test_config.py, so a typo fails CI, not a GPU run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModel(_Cfg):
+    """A Qwen2-architecture model built from a config with random weights (demo and tests)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 352
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = True
+
+
+class BaseModelCfg(_Cfg):
+    path: str | None = Field(default=None, description="local directory or hub id, e.g. Qwen/Qwen2.5-1.5B")
+    tiny: TinyModel | None = Field(default=None, description="build a tiny random Qwen2 instead of loading")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str | None = Field(default=None, description="sdpa, flash_attention_2, eager …")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("base_model needs exactly one of `path` or `tiny`")
+        return self
+
+
+class TokenizerCfg(_Cfg):
+    path: str | None = Field(default=None, description="tokenizer dir; default: the base model's")
+    train_vocab_size: int | None = Field(default=None, description="train a byte-level BPE of this size on the "
+                                                                     "stage-1 corpus (demo: no base tokenizer)")
+    extend: bool = True
+    max_new_tokens: int = 2000
+    min_freq: int = 3
+    min_pieces: int = 2
+
+
+class LoraCfg(_Cfg):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"])
+
+
+class StageCfg(_Cfg):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    method: Literal["cpt", "sft", "grpo", "dpo"]
+    datasets: list[str] = Field(min_length=1, description="stage dataset folders under data_dir, e.g. stage2_sft")
+    lora: LoraCfg | None = None
+    merge: bool = Field(default=True, description="merge LoRA weights before the next stage")
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    embedding_learning_rate: float | None = Field(default=None, description="CPT: own LR for the new embeddings")
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 1024
+    packing: bool = False
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    save_steps: int = 50
+    logging_steps: int = 5
+    max_train_rows: int | None = Field(default=None, description="cap rows (quick runs); None = all")
+    # GRPO
+    num_generations: int = 4
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    beta: float = 0.0
+    rewards: dict[str, float] = Field(default_factory=lambda: {"format": 1.0, "herb_f1": 1.0, "syndrome": 0.5,
+                                                               "safety": 1.0, "master_style": 1.0})
+    # DPO
+    dpo_beta: float = 0.1
+
+    @model_validator(mode="after")
+    def _method_fields(self):
+        if self.method == "grpo" and self.num_generations < 2:
+            raise ValueError("grpo needs num_generations >= 2 (advantages are relative within a group)")
+        if self.method == "grpo" and self.batch_size % self.num_generations:
+            raise ValueError(f"grpo batch_size {self.batch_size} must be a multiple of num_generations "
+                             f"{self.num_generations}")
+        return self
+
+
+class TrainConfig(_Cfg):
+    run_dir: str
+    data_dir: str = Field(description="output of `shicheng curate`")
+    seed: int = 0
+    base_model: BaseModelCfg
+    tokenizer: TokenizerCfg = Field(default_factory=TokenizerCfg)
+    bf16: bool = False
+    stages: list[StageCfg] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique: {names}")
+        return self
+
+    def stage_dir(self, index: int) -> Path:
+        return Path(self.run_dir) / f"stage-{index + 1}-{self.stages[index].name}"
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    if overrides:
+        data.update(overrides)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{path}: {msgs}") from e
+
+
+def parse_stage_range(spec: str | None, n: int) -> list[int]:
+    """'3-5' -> [2, 3, 4]; '2' -> [1]; None -> all (0-based indices)."""
+    if not spec:
+        return list(range(n))
+    lo, _, hi = spec.partition("-")
+    a, b = int(lo), int(hi or lo)
+    if not 1 <= a <= b <= n:
+        raise ValueError(f"--stages {spec}: stages are numbered 1..{n}")
+    return list(range(a - 1, b))

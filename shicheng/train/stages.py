@@ -1,0 +1,216 @@
+"""One function per training method, each a thin layer over TRL: cpt, sft, grpo, dpo.
+
+Each takes the model and tokenizer of the previous stage, trains on the stage's datasets, writes
+checkpoints under `out/checkpoints` (so a killed stage resumes), and returns the final metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+from datasets import Dataset, concatenate_datasets, load_dataset
+from transformers import TrainerCallback
+
+from shicheng.train.config import StageCfg, TrainConfig
+
+ENDOFTEXT = "<|endoftext|>"
+IM_END = "<|im_end|>"
+
+
+class JsonlMetrics(TrainerCallback):
+    """Appends every log record (loss, lr, rewards, frac_reward_zero_std …) to metrics.jsonl."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
+    parts = []
+    for name in stage.datasets:
+        path = Path(cfg.data_dir) / name / f"{split}.jsonl"
+        if path.exists() and path.stat().st_size > 0:
+            parts.append(load_dataset("json", data_files=str(path), split="train"))
+    if not parts:
+        return None
+    data = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if split == "train":
+        data = data.shuffle(seed=cfg.seed)
+    cap = stage.max_train_rows if split == "train" else max(16, (stage.max_train_rows or 10**9) // 8)
+    if cap is not None and len(data) > cap:
+        data = data.select(range(cap))
+    return data
+
+
+def _common_args(cfg: TrainConfig, stage: StageCfg, out: Path, has_eval: bool) -> dict:
+    return dict(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=stage.batch_size,
+        per_device_eval_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
+        learning_rate=stage.learning_rate, num_train_epochs=stage.epochs, max_steps=stage.max_steps,
+        warmup_ratio=stage.warmup_ratio, weight_decay=stage.weight_decay, lr_scheduler_type="cosine",
+        logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2,
+        eval_strategy="epoch" if has_eval else "no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        bf16=cfg.bf16, gradient_checkpointing=stage.gradient_checkpointing, dataloader_num_workers=0,
+        disable_tqdm=False, save_only_model=False,
+    )
+
+
+def _peft_config(stage: StageCfg, extra_modules: list[str] | None = None):
+    if stage.lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+                      target_modules=stage.lora.targets, task_type="CAUSAL_LM", modules_to_save=extra_modules)
+
+
+def _embedding_optimizer(model, stage: StageCfg):
+    """AdamW with the token embeddings (and an untied lm_head) in their own group and learning rate."""
+    emb = {id(p) for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    fast = [p for p in model.parameters() if id(p) in emb and p.requires_grad]
+    rest = [p for p in model.parameters() if id(p) not in emb and p.requires_grad]
+    return torch.optim.AdamW([{"params": rest, "lr": stage.learning_rate},
+                              {"params": fast, "lr": stage.embedding_learning_rate}],
+                             lr=stage.learning_rate, weight_decay=stage.weight_decay)
+
+
+def train_cpt(cfg, stage, model, tokenizer, out: Path, resume: bool):
+    from trl import SFTConfig, SFTTrainer
+
+    train, evald = load_split(cfg, stage, "train"), load_split(cfg, stage, "validation")
+    train = train.select_columns(["text"])
+    evald = evald.select_columns(["text"]) if evald is not None else None
+    args = SFTConfig(**_common_args(cfg, stage, out, evald is not None), dataset_text_field="text",
+                     max_length=stage.max_length, packing=stage.packing, eos_token=ENDOFTEXT,
+                     packing_strategy="wrapped" if stage.packing else "bfd")
+    optimizers = (None, None)
+    if stage.embedding_learning_rate is not None and stage.lora is None:
+        optimizers = (_embedding_optimizer(model, stage), None)
+    peft = _peft_config(stage, ["embed_tokens", "lm_head"])  # new token rows must learn under LoRA too
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
+                         peft_config=peft, optimizers=optimizers, callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    return _run(trainer, resume)
+
+
+def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
+    from trl import SFTConfig, SFTTrainer
+
+    train, evald = load_split(cfg, stage, "train"), load_split(cfg, stage, "validation")
+    train = train.select_columns(["messages"])
+    evald = evald.select_columns(["messages"]) if evald is not None else None
+    args = SFTConfig(**_common_args(cfg, stage, out, evald is not None), max_length=stage.max_length,
+                     packing=stage.packing, assistant_only_loss=True, eos_token=IM_END)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
+                         peft_config=_peft_config(stage), callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    return _run(trainer, resume)
+
+
+def style_model_for(cfg: TrainConfig):
+    """Fit (once per run) the master-style model on the stage-5 training rows; cached as JSON in the run dir."""
+    from shicheng.train.rewards import MasterStyleModel
+
+    path = Path(cfg.run_dir) / "style_model.json"
+    if path.exists():
+        return MasterStyleModel.load(path)
+    rows = [json.loads(line) for line in (Path(cfg.data_dir) / "stage5_rl" / "train.jsonl").open(encoding="utf-8")]
+    model = MasterStyleModel.fit(rows)
+    model.save(path)
+    return model
+
+
+def reward_functions(cfg: TrainConfig, stage: StageCfg):
+    from shicheng.train import rewards
+
+    table = {"format": rewards.format_reward, "herb_f1": rewards.herb_f1_reward, "syndrome": rewards.syndrome_reward,
+             "safety": rewards.safety_reward}
+    funcs, weights = [], []
+    for name, weight in stage.rewards.items():
+        if name == "master_style":
+            funcs.append(rewards.master_style_reward(style_model_for(cfg)))
+        elif name in table:
+            funcs.append(table[name])
+        else:
+            raise ValueError(f"stage {stage.name}: unknown reward '{name}' (known: {[*table, 'master_style']})")
+        weights.append(weight)
+    return funcs, weights
+
+
+def train_grpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
+    from trl import GRPOConfig, GRPOTrainer
+
+    train = load_split(cfg, stage, "train")
+    funcs, weights = reward_functions(cfg, stage)
+    common = _common_args(cfg, stage, out, False)
+    args = GRPOConfig(**common, num_generations=stage.num_generations,
+                      max_completion_length=stage.max_completion_length, temperature=stage.temperature,
+                      beta=stage.beta, reward_weights=weights, remove_unused_columns=False,
+                      generation_batch_size=stage.batch_size, log_completions=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train,
+                          processing_class=tokenizer, peft_config=_peft_config(stage),
+                          callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    return _run(trainer, resume)
+
+
+def style_pairs(rows: list[dict], seed: int) -> list[dict]:
+    """DPO pairs: the requested master's gold answer (chosen) vs another master's answer to a case of the
+    same syndrome when there is one, else to any case (rejected)."""
+    from shicheng.domain import Answer
+    from shicheng.template import render_answer
+
+    rng = random.Random(seed)
+    by_syndrome: dict[str, list[dict]] = {}
+    for r in rows:
+        by_syndrome.setdefault((r["gold"].get("syndrome") or "")[:4], []).append(r)
+    pairs = []
+    for r in rows:
+        same = [o for o in by_syndrome[(r["gold"].get("syndrome") or "")[:4]] if o["master_id"] != r["master_id"]]
+        others = same or [o for o in rows if o["master_id"] != r["master_id"]]
+        if not others:
+            continue
+        o = rng.choice(others)
+        pairs.append({"prompt": r["prompt"],
+                      "chosen": [{"role": "assistant", "content": render_answer(Answer(**r["gold"]))}],
+                      "rejected": [{"role": "assistant", "content": render_answer(Answer(**o["gold"]))}]})
+    return pairs
+
+
+def train_dpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
+    from trl import DPOConfig, DPOTrainer
+
+    rows = load_split(cfg, stage, "train").to_list()
+    train = Dataset.from_list(style_pairs(rows, cfg.seed))
+    args = DPOConfig(**_common_args(cfg, stage, out, False), beta=stage.dpo_beta, max_length=stage.max_length)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=_peft_config(stage), callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    return _run(trainer, resume)
+
+
+def _last_checkpoint(trainer) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    d = Path(trainer.args.output_dir)
+    return get_last_checkpoint(str(d)) if d.exists() else None
+
+
+def _run(trainer, resume: bool):
+    ckpt = _last_checkpoint(trainer) if resume else None
+    if ckpt:
+        print(f"resuming from {ckpt}", flush=True)
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    metrics = dict(result.metrics)
+    metrics["resumed_from"] = Path(ckpt).name if ckpt else None
+    if trainer.args.eval_strategy != "no" and trainer.eval_dataset is not None:
+        ev = trainer.evaluate()
+        metrics.update({k: v for k, v in ev.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+    return trainer, metrics
+
+
+TRAINERS = {"cpt": train_cpt, "sft": train_sft, "grpo": train_grpo, "dpo": train_dpo}
