@@ -217,8 +217,12 @@ def tokenize(text: str, kb: Knowledge) -> list[Token]:
             continue
         cn = _CN_NUM.match(text, i)
         if cn:
+            numeral = cn.group(0)
             unit = m.unit_re.match(text, cn.end())
-            value = cn_number(cn.group(0))
+            if unit is None and numeral.endswith("两") and len(numeral) > 1:  # 一两: 两 is the unit here
+                numeral = numeral[:-1]
+                unit = m.unit_re.match(text, i + len(numeral))
+            value = cn_number(numeral)
             if unit and value is not None and not unit.group(0)[0].isspace():
                 flush_unknown(i)
                 end = unit.end()
@@ -234,7 +238,9 @@ def tokenize(text: str, kb: Knowledge) -> list[Token]:
             tokens.append(Token("note", _SHORT_NOTES.get(note, note), i))
             i += len(note)
             continue
-        if ch in "各加去" and unknown_start < 0:
+        # 上方去X加Y: a connector written right before 各/加/去 must not swallow them into an unknown run.
+        if ch in "各加去" and (unknown_start < 0 or text[unknown_start:i].lower() in CONNECTORS):
+            flush_unknown(i)
             tokens.append(Token({"各": "each", "加": "add", "去": "remove"}[ch], ch, i))
             i += 1
             continue
@@ -306,13 +312,15 @@ class _Builder:
         self.removed: set[str] = set()
         self.unparsed: list[str] = []
         self.admin: list[str] = []
-        self.group: list[HerbItem] = []  # items created by the last herb or merged name
+        self.group: list[HerbItem] = []  # items created by the last herb or merged name, awaiting a dose
+        self.last: list[HerbItem] = []  # the items a following note (先煎, 后下 …) belongs to
         self.each = False
         self.removing = False
 
     def add(self, item: HerbItem, group: list[HerbItem]) -> None:
         self.items.append(item)
         group.append(item)
+        self.last = group
 
     def sentence(self, s: _Sentence) -> None:
         self.removing = False
@@ -345,7 +353,7 @@ class _Builder:
         elif t.kind == "num":
             self.dose(t)
         elif t.kind == "note":
-            for item in self.group[-1:] if not self.each else self.group:
+            for item in self.last:
                 item.note = f"{item.note}、{t.text}" if item.note else t.text
         elif t.kind == "each":
             self.each = True
@@ -385,6 +393,7 @@ class _Builder:
             item.unit = t.unit
             item.grams = self._grams(share, t.unit)
         self.group = []
+        self.last = targets
 
     def _grams(self, value: float, unit: str | None) -> float | None:
         if unit is None:

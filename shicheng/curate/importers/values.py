@@ -3,6 +3,7 @@
 Visit numbers (1, "2", 3.0, 初诊, 二诊, 复诊, 末诊, 第三诊), sex (男/女), age (45岁, 45, 6个月, 3岁半),
 pregnancy (是/否, true/false, 孕12周), master names -> master ids, and the dict of named fields -> Visit.
 Each parser raises ValueError with a short reason; the importer adds file, row or line and column.
+Also what every importer returns (ImportResult) and the ledger step they count in.
 """
 
 from __future__ import annotations
@@ -11,14 +12,30 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from shicheng.domain import Answer, Patient, Prescription, Visit
-from shicheng.prescription import cn_number, parse_prescription
+from shicheng.domain import Answer, Case, Patient, Prescription, Visit
+from shicheng.prescription import apply_to_previous, cn_number, parse_prescription, refers_to_previous
+
+STEP = "import"
+
+
+@dataclass
+class ImportResult:
+    cases: list[Case] = field(default_factory=list)
+    corpus: list[dict] = field(default_factory=list)  # {"text", "source": "file:para N"}
+    warnings: list[str] = field(default_factory=list)
+
+    def extend(self, other: ImportResult) -> ImportResult:
+        self.cases.extend(other.cases)
+        self.corpus.extend(other.corpus)
+        self.warnings.extend(other.warnings)
+        return self
+
 
 # Targets a record field can be mapped to. Case-level ones describe the patient or the case, visit-level
 # ones one visit, answer-level ones the master's answer for that visit.
 CASE_TARGETS = ("case_id", "patient_id", "master", "sex", "age", "pregnant", "disease")
 VISIT_TARGETS = ("visit", "date", "chief_complaint", "present_illness", "history", "tongue", "pulse",
-                 "other_findings", "commentary")
+                 "tongue_pulse", "other_findings", "commentary")  # tongue_pulse: one 舌脉 column, split later
 PRESENTATION_TARGETS = ("chief_complaint", "present_illness", "tongue", "pulse", "other_findings")
 ANSWER_TARGETS = ("etiology_pathogenesis", "syndrome", "treatment_principle", "prescription",
                   "prescription_explanation", "master_theory", "modifications", "advice")
@@ -146,7 +163,9 @@ class MasterResolver:
         written = nfkc(written or "")
         if not written:
             return self.default
-        table = self.masters or {}
+        table = {nfkc(k): v for k, v in (self.masters or {}).items()}
+        if written in table.values():
+            return written
         if written in table:
             return table[written]
         bare = written
@@ -174,11 +193,16 @@ class PrescriptionReader:
         except (OSError, ValueError) as e:  # KnowledgeError is a ValueError; a missing data file an OSError
             self.error = f"prescriptions kept as text only: herb lexicon not loadable ({str(e)[:200]})"
 
-    def parse(self, text: str | None) -> Prescription | None:
+    def parse(self, text: str | None, previous: Prescription | None = None) -> Prescription | None:
+        """The herbs of a visit; a follow-up written as 上方去X加Y becomes the previous list changed, and
+        without a previous prescription to change it stays text only (its herb list would be wrong)."""
         if not text or self._kb is None:
             return None
-        parsed = parse_prescription(text, self._kb).prescription
-        return parsed if parsed.herbs or parsed.formula_name else None
+        parsed = parse_prescription(text, self._kb)
+        if refers_to_previous(text):
+            return apply_to_previous(previous, parsed) if previous is not None else None
+        rx = parsed.prescription
+        return rx if rx.herbs or rx.formula_name else None
 
 
 def join_text(old: str | None, new: str) -> str:
@@ -193,7 +217,16 @@ def join_text(old: str | None, new: str) -> str:
     return old + new
 
 
-def build_visit(fields: dict[str, str], index: int, label: str | None, rx: PrescriptionReader) -> Visit:
+def build_visits(numbered: list[tuple[int, str | None, dict[str, str]]], rx: PrescriptionReader) -> list[Visit]:
+    """(index, label, fields) of a case's visits in order -> Visits, each follow-up read against the last."""
+    visits: list[Visit] = []
+    for index, label, fields in numbered:
+        visits.append(build_visit(fields, index, label, rx, visits[-1].prescription if visits else None))
+    return visits
+
+
+def build_visit(fields: dict[str, str], index: int, label: str | None, rx: PrescriptionReader,
+                previous: Prescription | None = None) -> Visit:
     """Named fields of one visit (visit- and answer-level targets) -> Visit with Answer and parsed prescription."""
     def get(key: str) -> str | None:
         value = (fields.get(key) or "").strip()
@@ -204,7 +237,7 @@ def build_visit(fields: dict[str, str], index: int, label: str | None, rx: Presc
     return Visit(
         index=index, label=label, date=get("date"), chief_complaint=get("chief_complaint"),
         present_illness=get("present_illness"), history=get("history"), tongue=get("tongue"), pulse=get("pulse"),
-        other_findings=get("other_findings"), answer=answer, prescription=rx.parse(get("prescription")),
+        other_findings=get("other_findings"), answer=answer, prescription=rx.parse(get("prescription"), previous),
         commentary=get("commentary"),
     )
 
