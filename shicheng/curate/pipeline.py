@@ -53,6 +53,19 @@ def discover(materials: list[Path]) -> tuple[list[Path], list[Path], dict[Path, 
     return files, master_files, mappings
 
 
+SYNTHETIC_MARKS = ("合成演示数据", "synthetic demonstration data")
+
+
+def is_synthetic(path: Path) -> bool:
+    """Files the demo generator wrote say so in their first lines; their cases are marked synthetic."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(600).decode("utf-8", errors="ignore")
+    except OSError:
+        return False
+    return any(mark in head for mark in SYNTHETIC_MARKS)
+
+
 def load_masters(paths: list[Path]) -> dict[str, Master]:
     masters = {}
     for p in sorted(paths):
@@ -99,6 +112,8 @@ def curate(materials: list[Path], out_dir: Path, mapping: Path | None = None, ma
         task = progress.add_task("import", total=len(files))
         for path in files:
             result = import_path(path, ledger, mapping=mapping or mappings.get(path), masters=names)
+            if is_synthetic(path):
+                result.cases = [c.model_copy(update={"synthetic": True}) for c in result.cases]
             cases += result.cases
             corpus += result.corpus
             warnings += result.warnings

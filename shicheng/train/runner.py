@@ -124,7 +124,14 @@ def prepare_base(cfg: TrainConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    copy_masters(cfg, out)
     return {"tokenizer_extension": report.to_dict() if report else None, "parameters": model.num_parameters()}
+
+
+def copy_masters(cfg: TrainConfig, out: Path) -> None:
+    """masters.json beside the weights: the masters this model was trained on (the agent lists them)."""
+    masters = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((Path(cfg.data_dir) / "masters").glob("*.json"))]
+    (out / "masters.json").write_text(json.dumps(masters, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def load_stage_model(stage_dir: Path, cfg: TrainConfig):
@@ -179,6 +186,7 @@ def run_stage(cfg: TrainConfig, index: int, source: Path, resume: bool) -> dict:
         model = model.merge_and_unload()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    copy_masters(cfg, out)
     first, last = _loss_curve(out)
     metrics.update({"first_logged_loss": first, "last_logged_loss": last})
     manifest = {

@@ -121,7 +121,7 @@ def style_model_for(cfg: TrainConfig):
     if path.exists():
         return MasterStyleModel.load(path)
     rows = [json.loads(line) for line in (Path(cfg.data_dir) / "stage5_rl" / "train.jsonl").open(encoding="utf-8")]
-    model = MasterStyleModel.fit(rows)
+    model = MasterStyleModel.fit_rows(rows)
     model.save(path)
     return model
 
@@ -129,18 +129,8 @@ def style_model_for(cfg: TrainConfig):
 def reward_functions(cfg: TrainConfig, stage: StageCfg):
     from shicheng.train import rewards
 
-    table = {"format": rewards.format_reward, "herb_f1": rewards.herb_f1_reward, "syndrome": rewards.syndrome_reward,
-             "safety": rewards.safety_reward}
-    funcs, weights = [], []
-    for name, weight in stage.rewards.items():
-        if name == "master_style":
-            funcs.append(rewards.master_style_reward(style_model_for(cfg)))
-        elif name in table:
-            funcs.append(table[name])
-        else:
-            raise ValueError(f"stage {stage.name}: unknown reward '{name}' (known: {[*table, 'master_style']})")
-        weights.append(weight)
-    return funcs, weights
+    style = style_model_for(cfg) if "master_style" in stage.rewards else None
+    return rewards.reward_functions(stage.rewards, style)
 
 
 def train_grpo(cfg, stage, model, tokenizer, out: Path, resume: bool):

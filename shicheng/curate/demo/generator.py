@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from shicheng.curate.demo import load_demo_masters
+from shicheng.curate.demo import load_demo_masters, masters_dir
 from shicheng.curate.demo.cases import CaseBuilder, DemoCase
 from shicheng.curate.demo.data import load_styles, load_syndromes
 from shicheng.curate.demo.render import (
@@ -174,6 +174,10 @@ def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int = 450) -> dic
     for mid in sorted(masters):
         path = out / "treatises" / f"{mid}.md"
         _write(path, master_treatise(masters[mid], styles[mid], table, kb))
+        files.append(path)
+    for src in sorted(masters_dir().glob("*.yaml")):  # curate finds masters/*.yaml among the materials
+        path = out / "masters" / src.name
+        _write(path, src.read_text(encoding="utf-8"))
         files.append(path)
     path = out / "treatises" / "classics.md"
     _write(path, classics_page(table, kb))
