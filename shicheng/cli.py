@@ -181,6 +181,31 @@ def train_cmd(
         raise typer.Exit(2) from e
 
 
+@app.command("compare-stages")
+def compare_stages_cmd(
+    data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Output folder of `shicheng curate`."),
+    model: list[Path] = typer.Option(..., "--model", exists=True, file_okay=False, help="Stage model dir (repeat)."),
+    split: str = typer.Option("test", help="Which split of stage5_rl to answer."),
+    limit: int = typer.Option(None, help="Answer only the first N prompts."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    out: Path = typer.Option(None, "--out", help="Write the JSON here as well."),
+) -> None:
+    """Base-herb F1, syndrome, format, safety and master attribution of stage models on held-out prompts."""
+    from shicheng.train.compare import compare_stages
+
+    result = compare_stages(data, model, split=split, limit=limit, max_new_tokens=max_new_tokens)
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    if out:
+        out.write_text(text, encoding="utf-8")
+    table = Table(title=f"stage comparison on {split} ({result['gold_answers']['n']} prompts)")
+    for col in ("model", "herb F1", "syndrome F1", "format", "safety", "master attribution"):
+        table.add_column(col)
+    for name, r in [("gold answers", result["gold_answers"]), *result["models"].items()]:
+        table.add_row(Path(name).name, *(f"{r[k]:.3f}" for k in ("herb_f1", "syndrome_f1", "format", "safety",
+                                                                  "master_attribution")))
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -3,7 +3,7 @@
     stage1_cpt         {"text", "source"}                       corpus + training-split case records
     stage2_sft         {"messages", "task", "case_id", "master_id": None}   seven tasks, general cases
     stage3_reasoning   {"messages", ...}                        full chain with <think>, generic prompt
-    stage4_master_sft  {"messages", "task", "case_id", "master_id"}  seven tasks, master named, balanced
+    stage4_master_sft  {"messages", "task", "case_id", "master_id"}  seven tasks + full chain, master named, balanced
     stage5_rl          {"prompt", "master_id", "task", "gold", "gold_herbs", "patient", "case_id"}
 
 Every split is written from the patient-level split, so a test patient never reaches training.
@@ -27,12 +27,15 @@ STAGES = ("stage1_cpt", "stage2_sft", "stage3_reasoning", "stage4_master_sft", "
 
 
 def _rows_sft(cases: list[Case], masters: dict[str, Master], with_master: bool) -> list[dict]:
+    """The seven tasks per visit; with a master, also the full chain with <think>, so that the master's own
+    reasoning is learnt before stage 5 asks for it."""
     rows = []
+    tasks = [*SEVEN_TASKS, Task.full_chain] if with_master else list(SEVEN_TASKS)
     for case in cases:
         master = masters.get(case.master_id) if with_master else None
         for vi in range(len(case.visits)):
-            for task in SEVEN_TASKS:
-                msgs = messages(case, vi, task, master, think=False)
+            for task in tasks:
+                msgs = messages(case, vi, task, master, think=task is Task.full_chain)
                 if msgs:
                     rows.append({"messages": msgs, "task": task.value, "case_id": case.id, "visit": vi + 1,
                                  "master_id": case.master_id if with_master else None})

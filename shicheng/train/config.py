@@ -73,7 +73,7 @@ class StageCfg(_Cfg):
     grad_accum: int = 1
     max_length: int = 1024
     packing: bool = False
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="fraction of steps spent warming up")
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False
     save_steps: int = 50

@@ -235,12 +235,12 @@ def train(config: str | Path, stages: str | None = None, resume: bool = True) ->
 
 def _summary(manifests: list[dict]) -> None:
     table = Table(title="curriculum")
-    for col in ("stage", "method", "rows/steps", "first loss", "last loss", "seconds"):
+    for col in ("stage", "method", "steps", "first loss", "last loss", "seconds"):
         table.add_column(col)
     for m in manifests:
         fm = m.get("final_metrics", {})
         first, last = fm.get("first_logged_loss"), fm.get("last_logged_loss")
-        table.add_row(f"{m.get('index')} {m['stage']['name']}", m["stage"]["method"], str(fm.get("train_steps", "")),
+        table.add_row(f"{m.get('index')} {m['stage']['name']}", m["stage"]["method"], str(fm.get("steps", "")),
                       f"{first:.3f}" if first is not None else "-", f"{last:.3f}" if last is not None else "-",
                       str(m.get("duration_s")))
     console.print(table)

@@ -55,7 +55,7 @@ def _common_args(cfg: TrainConfig, stage: StageCfg, out: Path, has_eval: bool) -
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=stage.batch_size,
         per_device_eval_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
         learning_rate=stage.learning_rate, num_train_epochs=stage.epochs, max_steps=stage.max_steps,
-        warmup_ratio=stage.warmup_ratio, weight_decay=stage.weight_decay, lr_scheduler_type="cosine",
+        warmup_steps=stage.warmup_ratio, weight_decay=stage.weight_decay, lr_scheduler_type="cosine",
         logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2,
         eval_strategy="epoch" if has_eval else "no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         bf16=cfg.bf16, gradient_checkpointing=stage.gradient_checkpointing, dataloader_num_workers=0,
@@ -196,6 +196,7 @@ def _run(trainer, resume: bool):
         print(f"resuming from {ckpt}", flush=True)
     result = trainer.train(resume_from_checkpoint=ckpt)
     metrics = dict(result.metrics)
+    metrics["steps"] = trainer.state.global_step
     metrics["resumed_from"] = Path(ckpt).name if ckpt else None
     if trainer.args.eval_strategy != "no" and trainer.eval_dataset is not None:
         ev = trainer.evaluate()

@@ -1,0 +1,113 @@
+"""`shicheng serve`: load a model directory (or point at an OpenAI-compatible endpoint) and serve it.
+
+Plain functions; shicheng.cli wires them to typer. `build_app` does everything but listen, so the
+configuration checks are testable without a port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shicheng.domain import Master, load_master
+
+log = logging.getLogger("shicheng.serve")
+
+
+class ServeError(ValueError):
+    """A configuration the server refuses to start with; the message says what to change."""
+
+
+def load_masters_from(path: str | Path) -> dict[str, Master]:
+    """Masters from a model directory or masters.json file (the agent's reader), or a folder of master YAMLs."""
+    from shicheng.agent import load_masters
+
+    path = Path(path)
+    if not path.exists():
+        raise ServeError(f"{path}: masters file or folder not found")
+    if path.is_dir() and not (path / "masters.json").is_file():
+        masters: dict[str, Master] = {}
+        for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
+            master = load_master(file)
+            if master.id in masters:
+                raise ServeError(f"{file}: master id {master.id!r} already used by another file")
+            masters[master.id] = master
+        if not masters:
+            raise ServeError(f"{path}: no masters.json and no master YAML files")
+        return masters
+    return load_masters(path)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(model: str, *, api_key_env: str | None = None, backend: str = "auto", max_queue: int = 8,
+              log_patient_text: bool = False, masters: str | Path | None = None, backend_model: str | None = None,
+              backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
+              max_body_bytes: int = 64_000, host: str = "127.0.0.1"):
+    """The configured app for `model` (a model directory or an http(s) endpoint URL)."""
+    from shicheng.agent import is_url, make_backend
+    from shicheng.serve.app import create_app
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env, "").strip()
+        if not api_key:
+            raise ServeError(f"--api-key-env {api_key_env}: the environment variable is not set or empty; "
+                             "export the key in it, or leave the option out to serve without a key")
+    elif not _is_loopback(host):
+        log.warning("serving on %s without an API key: anyone who can reach this address can use the model "
+                    "(set --api-key-env)", host)
+    if max_queue < 0 or concurrency < 1:
+        raise ServeError(f"--max-queue must be ≥ 0 and --concurrency ≥ 1 (got {max_queue}, {concurrency})")
+    try:
+        if masters is not None:
+            known = load_masters_from(masters)
+        elif is_url(model):
+            known = {}
+            log.warning("%s: an endpoint has no masters.json; pass --masters to serve the masters", model)
+        else:
+            known = load_masters_from(model) if Path(model).is_dir() else {}
+    except ValueError as e:  # a bad masters.json or master YAML: the message names the file
+        raise ServeError(str(e)) from e
+    try:
+        engine = make_backend(model, backend=backend, model_name=backend_model, api_key_env=backend_key_env,
+                              device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise ServeError(str(e)) from e
+    return create_app(engine, known, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                      log_patient_text=log_patient_text, concurrency=concurrency)
+
+
+def serve_command(model: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
+                  backend: str = "auto", max_queue: int = 8, log_patient_text: bool = False,
+                  masters: str | Path | None = None, backend_model: str | None = None,
+                  backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto") -> None:
+    """Build the app and run it under uvicorn until interrupted; raises ServeError for a bad configuration."""
+    import uvicorn
+
+    _log_to_stderr()
+    app = build_app(model, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
+                    log_patient_text=log_patient_text, masters=masters, backend_model=backend_model,
+                    backend_key_env=backend_key_env, concurrency=concurrency, device=device, host=host)
+    if log_patient_text:
+        log.warning("--log-patient-text: request and answer texts go to the log; keep it out of production")
+    # Our own request log (shicheng.serve) replaces uvicorn's access log: same facts plus token counts.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+
+
+def _log_to_stderr() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)

@@ -1,0 +1,121 @@
+"""Generation backends: the tiny local model through transformers, and the loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shicheng.agent import (
+    Backend,
+    OpenAIBackend,
+    TransformersBackend,
+    load_masters,
+    make_backend,
+)
+from shicheng.curate.demo import load_demo_masters
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+MESSAGES = [{"role": "system", "content": "你是一名中医临床辅助决策助手。"},
+            {"role": "user", "content": "患者男，45岁。主诉：胃脘冷痛三年。舌淡胖，苔白滑，脉沉细。"}]
+OTHER = [MESSAGES[0], {"role": "user", "content": "失眠多梦半年。"}]
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_dir) -> TransformersBackend:
+    return TransformersBackend(tiny_model_dir, device="cpu")
+
+
+def test_generate_returns_text_and_token_counts(local):
+    result = local.generate(MESSAGES, max_new_tokens=24)
+    assert isinstance(local, Backend)
+    prompt = local.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert result.prompt_tokens == len(local.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert 1 <= result.completion_tokens <= 24
+    assert isinstance(result.text, str) and result.text
+    assert 0 < result.first_token_s <= result.seconds
+
+
+def test_stream_deltas_concatenate_to_generate_text(local):
+    whole = local.generate(MESSAGES, max_new_tokens=40)
+    stream = local.stream(MESSAGES, max_new_tokens=40)
+    pieces = list(stream)
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.text
+    assert stream.result.text == whole.text
+    assert stream.result.completion_tokens == whole.completion_tokens
+    assert stream.result.prompt_tokens == whole.prompt_tokens
+
+
+def test_generate_batch_left_pads_and_matches_single_answers(local):
+    batch = local.generate_batch([MESSAGES, OTHER], max_new_tokens=16)
+    assert [r.text for r in batch] == [local.generate(m, max_new_tokens=16).text for m in (MESSAGES, OTHER)]
+    assert batch[0].prompt_tokens > batch[1].prompt_tokens  # the padding is not counted
+    assert local.generate_batch([]) == []
+
+
+def test_closing_a_stream_early_stops_and_frees_the_model(local):
+    stream = local.stream(MESSAGES, max_new_tokens=200)
+    first = next(stream)
+    assert first
+    stream.close()
+    assert not local._lock.locked()
+    assert local.generate(MESSAGES, max_new_tokens=4).completion_tokens >= 1
+
+
+def test_sampling_respects_max_new_tokens(local):
+    result = local.generate(MESSAGES, max_new_tokens=12, temperature=0.8, top_p=0.9)
+    assert 1 <= result.completion_tokens <= 12
+
+
+def test_openai_backend_generate_and_stream(openai_server):
+    answer = "<think>脾阳不足。</think>\n<output>\n## 辨证\n脾胃虚寒证。\n</output>"
+    server = openai_server(lambda messages: answer, model="shicheng-test")
+    backend = OpenAIBackend(server.url, "shicheng-test", timeout_s=10)
+    result = backend.generate(MESSAGES, max_new_tokens=64)
+    assert result.text == answer
+    assert result.completion_tokens == len(answer)  # the loopback server counts characters as tokens
+    assert result.prompt_tokens == sum(len(m["content"]) for m in MESSAGES)
+    request = server.requests[-1]
+    assert request["messages"] == MESSAGES and request["max_tokens"] == 64 and request["temperature"] == 0.0
+    stream = backend.stream(MESSAGES, max_new_tokens=64)
+    pieces = list(stream)
+    assert len(pieces) > 1 and "".join(pieces) == answer
+    assert stream.result.text == answer and stream.result.first_token_s is not None
+    assert server.requests[-1]["stream"] is True
+    assert server.calls == 2
+
+
+def test_make_backend_chooses_by_model_string(tiny_model_dir, openai_server, tmp_path):
+    server = openai_server(lambda messages: "ok")
+    assert isinstance(make_backend(tiny_model_dir, device="cpu"), TransformersBackend)
+    remote = make_backend(server.url, model_name="li-shouyang")
+    assert isinstance(remote, OpenAIBackend) and remote.name == "li-shouyang"
+    assert remote.generate(MESSAGES).text == "ok"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        make_backend(tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        make_backend(tmp_path)
+    with pytest.raises(ValueError, match="endpoint URL"):
+        make_backend(tiny_model_dir, backend="openai")
+    with pytest.raises(ValueError, match="--backend openai"):
+        make_backend(server.url, backend="transformers")
+    with pytest.raises(ValueError, match="unknown backend 'vllm'"):
+        make_backend(tiny_model_dir, backend="vllm")
+
+
+def test_load_masters_reads_masters_json(tiny_model_dir, tmp_path):
+    masters = load_masters(tiny_model_dir)
+    assert masters == load_demo_masters()
+    assert load_masters(tmp_path) == {}
+    assert load_masters("http://127.0.0.1:1/v1") == {}
+    bad = tmp_path / "masters.json"
+    bad.write_text("[{", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"masters\.json: not valid JSON"):
+        load_masters(tmp_path)
+    bad.write_text(json.dumps([{"id": "ok-id", "name": "甲", "school": "乙"}, {"id": "Bad Id", "name": "丙"}]),
+                   encoding="utf-8")
+    with pytest.raises(ValueError, match=r"master \[1\]: field 'id'.*field 'school'"):
+        load_masters(bad)
