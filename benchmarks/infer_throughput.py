@@ -77,11 +77,18 @@ def random_backend(config: str, device: torch.device, dtype: torch.dtype):
 
 
 def conversations(batch: int, prompt_tokens: int, tokenizer) -> list[list[dict]]:
-    """`batch` distinct conversations whose user turn is about `prompt_tokens` tokens long."""
-    per_case = max(1, len(tokenizer(CASE, add_special_tokens=False)["input_ids"]))
-    repeat = max(1, round(prompt_tokens / per_case))
-    return [[{"role": "system", "content": "你是一名中医临床辅助决策助手。"},
-             {"role": "user", "content": f"（病例{i + 1}）" + CASE * repeat}] for i in range(batch)]
+    """`batch` distinct conversations, each about `prompt_tokens` tokens long with the chat template."""
+    def convo(i: int, repeat: int) -> list[dict]:
+        return [{"role": "system", "content": "你是一名中医临床辅助决策助手。"},
+                {"role": "user", "content": f"（病例{i + 1}）" + CASE * repeat}]
+
+    def length(repeat: int) -> int:
+        text = tokenizer.apply_chat_template(convo(0, repeat), add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    one, two = length(1), length(2)
+    repeat = max(1, round(1 + (prompt_tokens - one) / max(1, two - one)))
+    return [convo(i, repeat) for i in range(batch)]
 
 
 def sync(device: torch.device) -> None:
@@ -122,13 +129,14 @@ def measure(backend, path: str, batch: int, args, weight_bytes: int, peak_gbs: f
     seconds, result = timed(lambda: run(n), device, args.repeats)
     produced = (result.shape[1] - inputs["input_ids"].shape[1]) * batch if path == "plain" \
         else sum(r.completion_tokens for r in result)
-    decode_s = max(seconds - ttft, 1e-9)
-    steps_per_s = (n - 1) / decode_s
+    # Decoding time = full run minus the 1-token run (prefill); on a noisy host it can come out <= 0.
+    decode_s = seconds - ttft
+    steps_per_s = (n - 1) / decode_s if decode_s > 0 and n > 1 else None
     row = {"path": path, "batch_size": batch, "prompt_tokens": int(inputs["input_ids"].shape[1]),
            "new_tokens": n, "tokens_generated": int(produced), "seconds": round(seconds, 4),
-           "tokens_per_s": round(batch * n / seconds, 2), "decode_tokens_per_s": round(batch * steps_per_s, 2),
-           "ttft_s": round(ttft, 4),
-           "mbu": round(weight_bytes * steps_per_s / (peak_gbs * 1e9), 4) if peak_gbs else None}
+           "tokens_per_s": round(batch * n / seconds, 2),
+           "decode_tokens_per_s": round(batch * steps_per_s, 2) if steps_per_s else None, "ttft_s": round(ttft, 4),
+           "mbu": round(weight_bytes * steps_per_s / (peak_gbs * 1e9), 4) if peak_gbs and steps_per_s else None}
     if path == "backend" and batch == 1:
         row["streamer_first_token_s"] = round(result[0].first_token_s, 4)
     return row

@@ -206,6 +206,108 @@ def compare_stages_cmd(
     console.print(table)
 
 
+bench_app = typer.Typer(help="Benchmark exports.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@app.command("consult")
+def consult_cmd(
+    model: str = typer.Option(..., "--model", help="Model directory, or an OpenAI-compatible endpoint URL."),
+    master: str = typer.Option(None, "--master", help="Master id (see `shicheng masters`); omit for generic."),
+    case: Path = typer.Option(None, "--case", dir_okay=False,
+                              help="Case file: JSON Case, JSONL of Cases (with --case-id), or a text record."),
+    text: str = typer.Option(None, "--text", help="Case as text: free text or 主诉：/舌象：/脉象： lines."),
+    task: str = typer.Option("full_chain", "--task",
+                             help="full_chain, etiology_pathogenesis, syndrome, treatment_principle, "
+                                  "prescription, prescription_explanation, modification, advice."),
+    pregnant: bool = typer.Option(False, "--pregnant", help="The patient is pregnant."),
+    sex: str = typer.Option(None, "--sex", help="male or female (overrides the case)."),
+    age: float = typer.Option(None, "--age", help="Age in years (overrides the case)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Consultation as JSON."),
+    backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    case_id: str = typer.Option(None, "--case-id", help="Which case of a multi-case file."),
+    visit: int = typer.Option(None, "--visit", min=1, help="Visit to answer, 1-based (default: the last)."),
+    model_name: str = typer.Option(None, "--model-name", help="Served model id for an endpoint URL."),
+    masters_file: Path = typer.Option(None, "--masters", dir_okay=False,
+                                      help="masters.json to use (default: the model directory's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+) -> None:
+    """Answer a case in a master's voice; the prescription is safety-checked and findings shown."""
+    from shicheng.agent.cli_commands import consult_command
+
+    consult_command(model, master, case, text, task, pregnant, sex, age, as_json, backend, max_new_tokens,
+                    temperature, case_id, visit, model_name, masters_file, device)
+
+
+@app.command("masters")
+def masters_cmd(
+    model: str = typer.Option(..., "--model", help="Model directory (reads its masters.json)."),
+    masters_file: Path = typer.Option(None, "--masters", dir_okay=False, help="A masters.json instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the masters a trained model knows."""
+    from shicheng.agent.cli_commands import masters_command
+
+    masters_command(model, masters_file, as_json)
+
+
+@bench_app.command("tcmcr")
+def bench_tcmcr_cmd(
+    model: str = typer.Option(..., "--model", help="Model directory, or an OpenAI-compatible endpoint URL."),
+    input: Path = typer.Option(..., "--input", exists=True, dir_okay=False,
+                               help="TCMClinicalReason-Bench input JSON (id, instruction, input)."),
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="Submission JSON to write."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip ids already in OUT.partial.jsonl."),
+    backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
+    model_name: str = typer.Option(None, "--model-name", help="Served model id for an endpoint URL."),
+    max_new_tokens: int = typer.Option(2048, "--max-new-tokens", min=1),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Answer every TCMClinicalReason-Bench case and write its seven-key submission file."""
+    from shicheng.agent.cli_commands import bench_tcmcr_command
+
+    bench_tcmcr_command(model, input, out, batch_size, resume, backend, model_name, max_new_tokens, device)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Trained model directory (output of `shicheng train`), "
+                              "or the URL of an OpenAI-compatible endpoint such as vLLM (with --backend-model)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; loopback unless you set a key."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the API key that "
+                                    "clients must send as 'Authorization: Bearer <key>'."),
+    backend: str = typer.Option("auto", "--backend", help="auto (directory -> transformers, URL -> openai), "
+                                "transformers or openai."),
+    masters: Path = typer.Option(None, "--masters", exists=True, help="masters.json or a folder of master YAML "
+                                 "files (default: masters.json in the model directory)."),
+    backend_model: str = typer.Option(None, "--backend-model", help="Model name at the endpoint (openai backend)."),
+    backend_key_env: str = typer.Option("OPENAI_API_KEY", "--backend-key-env",
+                                        help="Environment variable with the endpoint's key (openai backend)."),
+    max_queue: int = typer.Option(8, "--max-queue", min=0, help="Requests that may wait for the model; "
+                                  "more are refused with 429 and Retry-After."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Generations at once; raise it only for a "
+                                    "batching endpoint such as vLLM."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers backend)."),
+    log_patient_text: bool = typer.Option(False, "--log-patient-text", help="Also log case and answer texts "
+                                          "(default: method, path, status, latency and token counts only)."),
+) -> None:
+    """Serve a model: OpenAI-compatible /v1/chat/completions (one model id per master), /v1/consult, and the
+    clinician web page at /."""
+    from shicheng.serve.cli_command import ServeError, serve_command
+
+    try:
+        serve_command(model, host=host, port=port, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
+                      log_patient_text=log_patient_text, masters=masters, backend_model=backend_model,
+                      backend_key_env=backend_key_env, concurrency=concurrency, device=device)
+    except ServeError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

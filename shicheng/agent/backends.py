@@ -208,23 +208,25 @@ class TransformersBackend:
 
         if not messages_list:
             return []
-        inputs = self.encode(messages_list)
-        prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
+        eos = self._eos_ids()
+        results = []
+        # Tokenizing under the lock too: a fast tokenizer's padding state is shared, and concurrent calls
+        # fail with "Already borrowed".
         with self._lock, torch.inference_mode():
+            inputs = self.encode(messages_list)
+            prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
             started = time.perf_counter()
             timer = _Streamer(self.tokenizer, decode=False, started=started) if len(messages_list) == 1 else None
             out = self.model.generate(**inputs, streamer=timer,
                                       **self._kwargs(max_new_tokens, temperature, top_p, min_new_tokens))
             self._synchronize()
             seconds = time.perf_counter() - started
-        new = out[:, inputs["input_ids"].shape[1]:].tolist()
-        eos = self._eos_ids()
-        results = []
-        for row, prompt_len in zip(new, prompt_lens, strict=True):
-            end = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
-            text = self.tokenizer.decode(row[:end], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            results.append(GenerationResult(text=text, prompt_tokens=int(prompt_len), completion_tokens=end,
-                                            seconds=seconds, first_token_s=timer.first_token_s if timer else None))
+            for row, prompt_len in zip(out[:, inputs["input_ids"].shape[1]:].tolist(), prompt_lens, strict=True):
+                end = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+                text = self.tokenizer.decode(row[:end], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                results.append(GenerationResult(text=text, prompt_tokens=int(prompt_len), completion_tokens=end,
+                                                seconds=seconds,
+                                                first_token_s=timer.first_token_s if timer else None))
         return results
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 1024, temperature: float = 0.0,
@@ -242,9 +244,9 @@ class TransformersBackend:
             def __call__(self, input_ids, scores, **kw):
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        inputs = self.encode([messages])
         failure: list[BaseException] = []
         with self._lock:
+            inputs = self.encode([messages])
             started = time.perf_counter()
             streamer = _Streamer(self.tokenizer, decode=True, started=started)
 

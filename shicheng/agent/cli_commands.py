@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from openai import OpenAIError
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from shicheng.agent.backends import load_masters, make_backend
+from shicheng.agent.backends import is_url, load_masters, make_backend
 from shicheng.agent.bench import BenchInputError, export_tcmcr
 from shicheng.agent.consult import (
     Consultation,
@@ -35,12 +36,16 @@ LEVEL_ZH = {"error": "禁忌", "warning": "警示", "notice": "提示"}
 
 @contextmanager
 def _clear_errors(console: Console):
-    """Bad input ends the command with status 2 and one line that names what was wrong."""
+    """Bad input ends the command with status 2 and one line that names what was wrong; an endpoint that
+    fails ends it with status 1."""
     try:
         yield
     except (ConsultError, BenchInputError, FileNotFoundError, ValueError) as e:
         console.print(Text(f"error: {e}", style="red"), soft_wrap=True)
         raise typer.Exit(2) from e
+    except OpenAIError as e:  # the endpoint refused or could not be reached: not the user's input
+        console.print(Text(f"endpoint error: {type(e).__name__}: {e}", style="red"), soft_wrap=True)
+        raise typer.Exit(1) from e
 
 
 def _task(task: str) -> Task:
@@ -69,6 +74,8 @@ def consult_command(model: str, master: str | None = None, case: Path | None = N
             raise ConsultError("give exactly one of --case FILE or --text \"…\"")
         chosen_task = _task(task)
         masters = load_masters(masters_file if masters_file is not None else model)
+        if master and not masters and is_url(model):
+            raise ConsultError(f"{model} is an endpoint: give the masters it knows with --masters masters.json")
         chosen_master = resolve_master(masters, master)
         if case is not None:
             the_case = load_case(case, case_id, sex=sex, age=age, pregnant=pregnant)

@@ -96,7 +96,7 @@ def test_make_backend_chooses_by_model_string(tiny_model_dir, openai_server, tmp
     assert remote.generate(MESSAGES).text == "ok"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         make_backend(tmp_path / "no-such-model")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         make_backend(tmp_path)
     with pytest.raises(ValueError, match="endpoint URL"):
         make_backend(tiny_model_dir, backend="openai")
@@ -119,3 +119,26 @@ def test_load_masters_reads_masters_json(tiny_model_dir, tmp_path):
                    encoding="utf-8")
     with pytest.raises(ValueError, match=r"master \[1\]: field 'id'.*field 'school'"):
         load_masters(bad)
+
+
+def test_concurrent_callers_share_one_local_model(local):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = local.generate(MESSAGES, max_new_tokens=12).text
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        texts = list(pool.map(lambda i: local.generate(MESSAGES, max_new_tokens=12).text if i % 2
+                              else "".join(local.stream(MESSAGES, max_new_tokens=12)), range(8)))
+    assert texts == [expected] * 8
+
+
+def test_endpoint_errors_surface(openai_server):
+    from openai import APIStatusError
+
+    from tests.helpers.openai_server import HTTPError
+
+    def refuse(messages):
+        raise HTTPError(503, "overloaded")
+
+    backend = OpenAIBackend(openai_server(refuse).url, "m", timeout_s=5)
+    with pytest.raises(APIStatusError, match="overloaded"):
+        backend.generate(MESSAGES)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from shicheng.agent import (
-    ConsultError,
     Consultation,
+    ConsultError,
     OpenAIBackend,
     TransformersBackend,
     case_from_text,
@@ -255,3 +255,27 @@ def test_commands_reject_bad_input_with_a_reason(tiny_model_dir, tmp_path):
     assert [m["id"] for m in json.loads(as_json.stdout)] == list(MASTERS)
     none = runner.invoke(app, ["masters", "--model", str(tmp_path)])
     assert none.exit_code == 0 and "no masters.json" in none.output
+
+
+def test_consult_command_reports_an_unreachable_endpoint(openai_server, tiny_model_dir):
+    from tests.helpers.openai_server import HTTPError
+
+    def refuse(messages):
+        raise HTTPError(401, "bad key")
+
+    server = openai_server(refuse)
+    result = CliRunner().invoke(build_app(), ["consult", "--model", server.url, "--text", "胃痛三年"])
+    assert result.exit_code == 1 and "endpoint error" in result.output and "bad key" in result.output
+    no_masters = CliRunner().invoke(build_app(), ["consult", "--model", server.url, "--master", "li-shouyang",
+                                                  "--text", "胃痛三年"])
+    assert no_masters.exit_code == 2 and "--masters masters.json" in no_masters.output
+
+
+def test_follow_up_prescription_written_against_the_last_one():
+    from shicheng.agent import GenerationResult, read_consultation
+
+    text = "<output>\n## 辨证\n肝郁血瘀证。\n## 处方\n上方去黄芩，加丹参15g，7剂。\n</output>"
+    result = read_consultation(GenerationResult(text, 10, 5, 0.1, None), follow_up_case(), None, Task.full_chain, 1)
+    assert result.changes == {"added": ["丹参"], "removed": ["黄芩"]}
+    assert result.prescription.base_herbs() == ["柴胡", "白芍", "甘草", "丹参"]
+    assert "prescription" in result.found and "advice" in result.missing

@@ -19,6 +19,9 @@ from shicheng.prompts import system_prompt
 from shicheng.serve.cli_command import ServeError, build_app
 from tests.serve.support import API_KEY, PLANTED_ANSWER, LiveServer
 
+# Tiny-model generations on one thread: a second OpenMP thread spin-waits on this small shared machine.
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 CASE_FIELDS = {"sex": "female", "age": 34, "chief_complaint": "颈前肿大半年", "present_illness": "神疲乏力，纳差便溏",
                "tongue": "舌淡胖，苔白腻", "pulse": "脉濡滑"}
 

@@ -6,9 +6,13 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from shicheng.agent import OpenAIBackend
 from tests.helpers.openai_server import OpenAIServer
+
+# Tiny-model generations on one thread: a second OpenMP thread spin-waits on this small shared machine.
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 CHAT = {"messages": [{"role": "user", "content": "胃脘冷痛，舌淡脉沉，请辨证处方。"}], "max_tokens": 24}
 
@@ -58,10 +62,10 @@ def test_64_concurrent_chats_on_the_tiny_model(live_server, tiny_backend, tiny_m
 
 
 def test_the_queue_bound_is_exact_and_abandoned_streams_free_their_place(live_server):
-    """A slow upstream holds every request ~0.4 s: with 1 running + 2 waiting, 3 of 8 pass and 5 get 429."""
+    """A slow upstream holds every request 0.8 s: with 1 running + 2 waiting, 3 of 8 pass and 5 get 429."""
 
     def slow(messages):
-        time.sleep(0.4)
+        time.sleep(0.8)
         return "<output>\n## 辨证\n脾虚证。\n</output>"
 
     with OpenAIServer(slow, model="slow") as upstream:

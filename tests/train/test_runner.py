@@ -96,3 +96,16 @@ def test_killed_stage_resumes_from_checkpoint(tmp_path, data_dir):
     assert "resuming from" in res.stdout + res.stderr
     m = read_manifest(tmp_path / "run" / "stage-1-cpt")
     assert m["status"] == "done" and m["final_metrics"]["resumed_from"].startswith("checkpoint-")
+
+
+def test_dpo_on_style_contrast_pairs(tmp_path, data_dir):
+    import json as _json
+
+    from shicheng.train.stages import style_pairs
+
+    rows = [_json.loads(x) for x in (data_dir / "stage5_rl" / "train.jsonl").open(encoding="utf-8")]
+    pairs = style_pairs(rows, seed=0)
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    stages = [_stage("dpo", "dpo", ["stage5_rl"], max_steps=3, learning_rate=1e-4, max_length=512)]
+    manifests = train(_config(tmp_path, data_dir, stages, ))
+    assert manifests[0]["status"] == "done" and manifests[0]["final_metrics"]["steps"] == 3
