@@ -187,13 +187,16 @@ def compare_stages_cmd(
     model: list[Path] = typer.Option(..., "--model", exists=True, file_okay=False, help="Stage model dir (repeat)."),
     split: str = typer.Option("test", help="Which split of stage5_rl to answer."),
     limit: int = typer.Option(None, help="Answer only the first N prompts."),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(768, "--max-new-tokens"),
+    repetition_penalty: float = typer.Option(1.15, "--repetition-penalty", help="Same decoding for every model."),
+    no_repeat_ngram: int = typer.Option(8, "--no-repeat-ngram", help="Block repeated n-grams of this many tokens."),
     out: Path = typer.Option(None, "--out", help="Write the JSON here as well."),
 ) -> None:
     """Base-herb F1, syndrome, format, safety and master attribution of stage models on held-out prompts."""
     from shicheng.train.compare import compare_stages
 
-    result = compare_stages(data, model, split=split, limit=limit, max_new_tokens=max_new_tokens)
+    result = compare_stages(data, model, split=split, limit=limit, max_new_tokens=max_new_tokens,
+                            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram)
     text = json.dumps(result, ensure_ascii=False, indent=2)
     if out:
         out.write_text(text, encoding="utf-8")

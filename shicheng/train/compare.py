@@ -21,8 +21,11 @@ def _rows(data_dir: Path, split: str, limit: int | None) -> list[dict]:
 
 
 def generate(model_dir: Path, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
-             show_progress: bool = True) -> list[str]:
-    """Greedy answers for chat prompts with the model's own chat template (left padding, batched)."""
+             show_progress: bool = True, repetition_penalty: float = 1.15, no_repeat_ngram_size: int = 8) -> list[str]:
+    """Greedy answers for chat prompts with the model's own chat template (left padding, batched).
+
+    The default repetition penalty and n-gram block are the ones the demo's GRPO stage samples with; the
+    same decoding for every stage keeps the comparison fair."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,6 +41,7 @@ def generate(model_dir: Path, prompts: list[list[dict]], max_new_tokens: int, ba
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                                      pad_token_id=tok.pad_token_id)
             out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             progress.advance(task, len(texts))
@@ -62,16 +66,20 @@ def score(rows: list[dict], completions: list[str], style) -> dict:
 
 
 def compare_stages(data_dir: Path, model_dirs: list[Path], split: str = "test", limit: int | None = None,
-                   max_new_tokens: int = 512, batch_size: int = 8, show_progress: bool = True) -> dict:
+                   max_new_tokens: int = 768, batch_size: int = 8, show_progress: bool = True,
+                   repetition_penalty: float = 1.15, no_repeat_ngram_size: int = 8) -> dict:
     from shicheng.train.rewards import MasterStyleModel
 
     rows = _rows(data_dir, split, limit)
     train_rows = _rows(data_dir, "train", None)
     style = MasterStyleModel.fit_rows(train_rows)
     gold = score(rows, [_gold_text(r) for r in rows], style)
-    result = {"split": split, "gold_answers": gold, "models": {}}
+    result = {"split": split, "gold_answers": gold, "models": {},
+              "decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty,
+                           "no_repeat_ngram_size": no_repeat_ngram_size}}
     for d in model_dirs:
-        completions = generate(d, [r["prompt"] for r in rows], max_new_tokens, batch_size, show_progress)
+        completions = generate(d, [r["prompt"] for r in rows], max_new_tokens, batch_size, show_progress,
+                               repetition_penalty, no_repeat_ngram_size)
         result["models"][str(d)] = score(rows, completions, style)
         result["models"][str(d)]["sample"] = completions[0][:600] if completions else ""
     return result

@@ -83,6 +83,8 @@ class StageCfg(_Cfg):
     num_generations: int = 4
     max_completion_length: int = 256
     temperature: float = 1.0
+    repetition_penalty: float = Field(default=1.0, description="GRPO sampling; >1 keeps small models from looping")
+    no_repeat_ngram_size: int = Field(default=0, ge=0, description="GRPO sampling; 0 = off")
     beta: float = 0.0
     rewards: dict[str, float] = Field(default_factory=lambda: {"format": 1.0, "herb_f1": 1.0, "syndrome": 0.5,
                                                                "safety": 1.0, "master_style": 1.0})

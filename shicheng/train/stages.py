@@ -142,6 +142,9 @@ def train_grpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
     args = GRPOConfig(**common, num_generations=stage.num_generations,
                       max_completion_length=stage.max_completion_length, temperature=stage.temperature,
                       beta=stage.beta, reward_weights=weights, remove_unused_columns=False,
+                      repetition_penalty=stage.repetition_penalty,
+                      generation_kwargs={"no_repeat_ngram_size": stage.no_repeat_ngram_size}
+                      if stage.no_repeat_ngram_size else None,
                       generation_batch_size=stage.batch_size, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=tokenizer, peft_config=_peft_config(stage),
