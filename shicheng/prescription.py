@@ -32,10 +32,11 @@ CONNECTORS = frozenset((
     "加", "减", "去", "各", "加减", "化裁", "合", "方", "用", "处方", "方药", "药用", "方用", "组成", "如下", "予",
     "予以", "以", "及", "和", "与", "等", "味", "另", "另加", "再加", "并", "改", "为", "共", "原方", "上方", "前方",
     "守方", "续服", "同上", "方选", "选方", "拟方", "拟", "投", "处以", "治以", "主之", "之", "药", "用药", "药物",
-    "调整", "如", "下", "即", "rp", "r", "rx", "sig",
+    "调整", "如", "下", "即", "全方", "rp", "r", "rx", "sig",
 ))
 CUES = ("处方", "方药", "方用", "药用", "予以", "方选", "选方", "拟方", "处以", "投以", "治以", "主之", "加减",
         "rp", "rx")
+ADMIN_UNITS = ("剂", "付", "贴")
 ADMIN_WORDS = ("煎", "服", "剂", "付", "贴", "日", "次", "顿", "饭前", "饭后", "睡前", "温服", "外用", "外敷", "熏洗")
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
               "九": 9}
@@ -97,7 +98,8 @@ class _Matcher:
         for k, v in self.lengths.items():
             self.lengths[k] = sorted(set(v), reverse=True)
         self.prefixes = [p for p in PREFIXES]
-        units = [*kb.units.grams, *kb.units.counts, *kb.units.volumes]
+        # 剂/付/贴 count doses of the whole prescription (7剂): read as administration, never as a herb's dose.
+        units = [*kb.units.grams, *kb.units.counts, *kb.units.volumes, *ADMIN_UNITS]
         self.unit_re = re.compile(r"\s*(" + "|".join(re.escape(u) for u in sorted(units, key=len, reverse=True))
                                   + ")", re.IGNORECASE)
         self.unit_names = {u.lower(): u for u in units}
@@ -275,7 +277,7 @@ def _sentences(tokens: list[Token], text: str) -> list[_Sentence]:
 
 def _is_prescription(s: _Sentence) -> bool:
     herbs = [t for t in s.tokens if t.kind in ("herb", "merged", "formula")]
-    if any(t.kind == "num" and t.unit not in ("剂", "付", "贴") for t in s.tokens) and herbs:
+    if any(t.kind == "num" and t.unit not in ADMIN_UNITS for t in s.tokens) and herbs:
         return True
     low = s.text.lower()
     return len(herbs) >= 2 or (bool(herbs) and any(c in low for c in CUES))
@@ -362,14 +364,14 @@ class _Builder:
         elif t.kind == "remove":
             self.removing = True
         elif t.kind == "unknown":
-            if nxt is not None and nxt.kind == "num" and nxt.unit not in ("剂", "付", "贴"):
+            if nxt is not None and nxt.kind == "num" and nxt.unit not in ADMIN_UNITS:
                 self.group = []
                 self.add(HerbItem(raw=t.text), self.group)
             elif t.text.lower() not in CONNECTORS and not t.text.isdigit():
                 self.unparsed.append(t.text)
 
     def dose(self, t: Token) -> None:
-        if t.unit in ("剂", "付", "贴"):
+        if t.unit in ADMIN_UNITS:
             self.admin.append(t.text)
             return
         value = t.range_max if t.range_max is not None else t.value

@@ -101,6 +101,13 @@ class StageCfg(_Cfg):
         return self
 
 
+class GenerationDefaults(_Cfg):
+    """Decoding defaults written into every stage's generation_config.json; consult, serve and bench use them."""
+
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+
+
 class TrainConfig(_Cfg):
     run_dir: str
     data_dir: str = Field(description="output of `shicheng curate`")
@@ -108,6 +115,7 @@ class TrainConfig(_Cfg):
     base_model: BaseModelCfg
     tokenizer: TokenizerCfg = Field(default_factory=TokenizerCfg)
     bf16: bool = False
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     stages: list[StageCfg] = Field(min_length=1)
 
     @model_validator(mode="after")

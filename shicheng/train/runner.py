@@ -122,10 +122,18 @@ def prepare_base(cfg: TrainConfig, out: Path) -> dict:
     else:
         tk.configure_chat_tokens(tokenizer, model)
     out.mkdir(parents=True, exist_ok=True)
+    set_generation_defaults(cfg, model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     copy_masters(cfg, out)
     return {"tokenizer_extension": report.to_dict() if report else None, "parameters": model.num_parameters()}
+
+
+def set_generation_defaults(cfg: TrainConfig, model) -> None:
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.repetition_penalty = cfg.generation.repetition_penalty
+        gen.no_repeat_ngram_size = cfg.generation.no_repeat_ngram_size
 
 
 def copy_masters(cfg: TrainConfig, out: Path) -> None:
@@ -184,6 +192,7 @@ def run_stage(cfg: TrainConfig, index: int, source: Path, resume: bool) -> dict:
     model = trainer.model
     if stage.lora is not None and stage.merge:
         model = model.merge_and_unload()
+    set_generation_defaults(cfg, model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     copy_masters(cfg, out)
