@@ -68,8 +68,13 @@ def user_prompt(case: Case, visit_index: int, task: Task) -> str:
         parts.append(f"【本次就诊】\n{describe_visit(case, visit)}")
     else:
         parts.append(describe_visit(case, visit))
-    parts.append(f"【任务】{task.zh}：{TASK_INSTRUCTIONS[task]}")
+    parts.append(task_line(task))
     return "\n\n".join(parts)
+
+
+def task_line(task: Task) -> str:
+    """The last line of every user turn: which task, in the words training used."""
+    return f"【任务】{task.zh}：{TASK_INSTRUCTIONS[task]}"
 
 
 def assistant_target(visit: Visit, task: Task, think: bool) -> str | None:
@@ -120,4 +125,4 @@ def messages(case: Case, visit_index: int, task: Task, master: Master | None, th
 
 
 __all__ = ["DISCLAIMER", "GENERIC_SYSTEM", "TASK_INSTRUCTIONS", "assistant_target", "describe_visit", "messages",
-           "modification_text", "previous_prescription", "system_prompt", "user_prompt"]
+           "modification_text", "previous_prescription", "system_prompt", "task_line", "user_prompt"]

@@ -28,7 +28,7 @@ from rich.progress import (
 
 from shicheng.agent.backends import Backend, GenerationResult
 from shicheng.domain import Task
-from shicheng.prompts import TASK_INSTRUCTIONS, system_prompt
+from shicheng.prompts import system_prompt, task_line
 from shicheng.template import BENCH_KEYS, parse_answer, parse_bench_json, to_bench_json
 
 REQUIRED_FIELDS = ("id", "instruction", "input")
@@ -97,9 +97,8 @@ def read_bench_input(path: str | Path) -> list[BenchItem]:
 def bench_messages(item: BenchItem) -> list[dict]:
     """Our generic system prompt, then the benchmark's instruction and case with our full-chain task line
     (the wording of prompts.user_prompt), so the model answers every section the benchmark scores."""
-    task = Task.full_chain
     user = "\n\n".join(p.strip() for p in (item.instruction, item.input) if p.strip())
-    user += f"\n\n【任务】{task.zh}：{TASK_INSTRUCTIONS[task]}"
+    user += "\n\n" + task_line(Task.full_chain)
     return [{"role": "system", "content": system_prompt(None)}, {"role": "user", "content": user}]
 
 

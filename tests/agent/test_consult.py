@@ -19,11 +19,11 @@ from shicheng.agent import (
     load_case,
     resolve_master,
 )
+from shicheng.cli import app as shicheng_app
 from shicheng.curate.demo import load_demo_masters
 from shicheng.domain import Case, Patient, Task, Visit
 from shicheng.prescription import parse_prescription
 from shicheng.prompts import system_prompt, user_prompt
-from tests.agent.cli_app import build_app
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -212,7 +212,7 @@ def test_load_case_from_json_jsonl_and_text(tmp_path):
 
 def test_consult_command_answers_for_each_demo_master(tiny_model_dir):
     runner = CliRunner()
-    app = build_app()
+    app = shicheng_app
     for master in MASTERS.values():
         result = runner.invoke(app, ["consult", "--model", str(tiny_model_dir), "--master", master.id, "--text",
                                      "主诉：胃脘冷痛三年。\n舌象：舌淡胖。\n脉象：脉沉细。", "--sex", "male",
@@ -229,7 +229,7 @@ def test_consult_command_page_shows_the_planted_finding(openai_server, tiny_mode
     server = openai_server(lambda messages: PLANTED)
     case_file = tmp_path / "case.json"
     case_file.write_text(stomach_case().model_dump_json(), encoding="utf-8")
-    result = CliRunner().invoke(build_app(), [
+    result = CliRunner().invoke(shicheng_app, [
         "consult", "--model", server.url, "--model-name", "m", "--masters", str(tiny_model_dir / "masters.json"),
         "--master", "huang-peizhong", "--case", str(case_file), "--pregnant"])
     assert result.exit_code == 0, result.output
@@ -240,7 +240,7 @@ def test_consult_command_page_shows_the_planted_finding(openai_server, tiny_mode
 
 
 def test_commands_reject_bad_input_with_a_reason(tiny_model_dir, tmp_path):
-    runner, app = CliRunner(), build_app()
+    runner, app = CliRunner(), shicheng_app
     unknown = runner.invoke(app, ["consult", "--model", str(tiny_model_dir), "--master", "nobody", "--text", "胃痛"])
     assert unknown.exit_code == 2 and "unknown master 'nobody'" in unknown.output and "li-shouyang" in unknown.output
     neither = runner.invoke(app, ["consult", "--model", str(tiny_model_dir)])
@@ -264,9 +264,9 @@ def test_consult_command_reports_an_unreachable_endpoint(openai_server, tiny_mod
         raise HTTPError(401, "bad key")
 
     server = openai_server(refuse)
-    result = CliRunner().invoke(build_app(), ["consult", "--model", server.url, "--text", "胃痛三年"])
+    result = CliRunner().invoke(shicheng_app, ["consult", "--model", server.url, "--text", "胃痛三年"])
     assert result.exit_code == 1 and "endpoint error" in result.output and "bad key" in result.output
-    no_masters = CliRunner().invoke(build_app(), ["consult", "--model", server.url, "--master", "li-shouyang",
+    no_masters = CliRunner().invoke(shicheng_app, ["consult", "--model", server.url, "--master", "li-shouyang",
                                                   "--text", "胃痛三年"])
     assert no_masters.exit_code == 2 and "--masters masters.json" in no_masters.output
 
