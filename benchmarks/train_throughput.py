@@ -83,6 +83,8 @@ def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_len
     args = dict(output_dir=f"/tmp/bench-{name}", max_steps=steps, per_device_train_batch_size=batch, report_to=[],
                 logging_steps=10**6, save_strategy="no", include_num_input_tokens_seen="non_padding",
                 max_length=max_length, disable_tqdm=True, dataloader_num_workers=0)
+    if not cuda:
+        args["bf16"] = False  # TRL defaults to bf16, which the CPU trainer refuses
     if ours:
         args.update(packing=True, bf16=cuda, gradient_checkpointing=cuda, padding_free=True)
     peft = None
