@@ -58,7 +58,7 @@ def previous_prescription(visit: Visit) -> str:
     return visit.answer.prescription if visit.answer and visit.answer.prescription else ""
 
 
-def user_prompt(case: Case, visit_index: int, task: Task) -> str:
+def user_prompt(case: Case, visit_index: int, task: Task, master: Master | None = None) -> str:
     """The user turn for `task` on visit `visit_index` (0-based) of `case`; follow-ups show the last visit."""
     visit = case.visits[visit_index]
     parts = []
@@ -68,13 +68,21 @@ def user_prompt(case: Case, visit_index: int, task: Task) -> str:
         parts.append(f"【本次就诊】\n{describe_visit(case, visit)}")
     else:
         parts.append(describe_visit(case, visit))
-    parts.append(task_line(task))
+    parts.append(task_line(task, master))
     return "\n\n".join(parts)
 
 
-def task_line(task: Task) -> str:
-    """The last line of every user turn: which task, in the words training used."""
-    return f"【任务】{task.zh}：{TASK_INSTRUCTIONS[task]}"
+def task_line(task: Task, master: Master | None = None) -> str:
+    """The last line of every user turn: which task, in the words training used. The master is named here
+    as well as in the system prompt: right before the answer, a small model conditions on it far better."""
+    line = f"【任务】{task.zh}：{TASK_INSTRUCTIONS[task]}"
+    return f"{line}（{master.name}）" if master else line
+
+
+def prompt_messages(case: Case, visit_index: int, task: Task, master: Master | None) -> list[dict]:
+    """[system, user]: what training shows before the answer, and what the agent sends."""
+    return [{"role": "system", "content": system_prompt(master)},
+            {"role": "user", "content": user_prompt(case, visit_index, task, master)}]
 
 
 def assistant_target(visit: Visit, task: Task, think: bool) -> str | None:
@@ -117,12 +125,9 @@ def messages(case: Case, visit_index: int, task: Task, master: Master | None, th
         target = assistant_target(case.visits[visit_index], task, think)
     if target is None:
         return None
-    return [
-        {"role": "system", "content": system_prompt(master)},
-        {"role": "user", "content": user_prompt(case, visit_index, task)},
-        {"role": "assistant", "content": target},
-    ]
+    return [*prompt_messages(case, visit_index, task, master), {"role": "assistant", "content": target}]
 
 
 __all__ = ["DISCLAIMER", "GENERIC_SYSTEM", "TASK_INSTRUCTIONS", "assistant_target", "describe_visit", "messages",
-           "modification_text", "previous_prescription", "system_prompt", "task_line", "user_prompt"]
+           "modification_text", "previous_prescription", "prompt_messages", "system_prompt", "task_line",
+           "user_prompt"]

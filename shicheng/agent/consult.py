@@ -31,7 +31,7 @@ from shicheng.domain import (
     read_jsonl,
 )
 from shicheng.prescription import apply_to_previous, parse_prescription, refers_to_previous
-from shicheng.prompts import previous_prescription, system_prompt, user_prompt
+from shicheng.prompts import previous_prescription, prompt_messages
 from shicheng.safety import Finding, check_safety
 from shicheng.template import parse_answer
 
@@ -93,8 +93,7 @@ def consult_messages(case: Case, master: Master | None, task: Task = Task.full_c
                      visit_index: int = -1) -> list[dict]:
     """[system, user] exactly as training built them (prompts.messages without the assistant turn)."""
     idx = visit_position(case, visit_index, task)
-    return [{"role": "system", "content": system_prompt(master)},
-            {"role": "user", "content": user_prompt(case, idx, task)}]
+    return prompt_messages(case, idx, task, master)
 
 
 def consult(backend: Backend, case: Case, master: Master | None, task: Task = Task.full_chain,

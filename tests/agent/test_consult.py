@@ -88,7 +88,7 @@ def test_planted_incompatible_pair_is_flagged_and_sections_parsed(openai_server)
     result = consult(OpenAIBackend(server.url, "m"), case, master, max_new_tokens=512)
     sent = server.requests[-1]["messages"]
     assert sent == [{"role": "system", "content": system_prompt(master)},
-                    {"role": "user", "content": user_prompt(case, 0, Task.full_chain)}]
+                    {"role": "user", "content": user_prompt(case, 0, Task.full_chain, master)}]
     assert result.master_id == "huang-peizhong" and result.task is Task.full_chain
     assert result.missing == []
     assert result.sections["syndrome"] == "脾胃虚寒证。"
@@ -141,7 +141,7 @@ def test_follow_up_modification_reports_added_and_removed(openai_server):
     case = follow_up_case()
     result = consult(OpenAIBackend(server.url, "m"), case, MASTERS["fang-shouzheng"], Task.modification)
     user = server.requests[-1]["messages"][1]["content"]
-    assert user == user_prompt(case, 1, Task.modification)
+    assert user == user_prompt(case, 1, Task.modification, MASTERS["fang-shouzheng"])
     assert "上次处方：柴胡10g 白芍15g 黄芩10g 甘草6g" in user and "【本次就诊】" in user
     assert result.visit_index == 1 and result.missing == []
     assert result.changes == {"added": ["丹参"], "removed": ["黄芩"]}
