@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[dev,train,serve]'
+	$(BIN)/pip install -q -e '.[dev,train,serve,local]'
+	# xgrammar without triton: the local judge's constrained decoding runs on CPU without GPU kernels.
+	$(BIN)/pip install -q --no-deps "xgrammar>=0.2.8" "apache-tvm-ffi>=0.1.11"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -44,9 +44,10 @@ def check_prescription(
     units: Path = typer.Option(None, "--units", exists=True, dir_okay=False,
                                help="YAML unit table overriding the default (1 钱 = 3 g, 1 两 = 30 g)."),
 ) -> None:
-    """Parse a prescription into herbs, doses and grams, and report safety findings (十八反, 十九畏, pregnancy, dose)."""
+    """Parse a prescription into herbs, doses and grams, and report safety findings (十八反, 十九畏, pregnancy, dose),
+    with the herbs that were not dose-checked and the names that were not recognised."""
     from shicheng.prescription import parse_prescription
-    from shicheng.safety import check_safety
+    from shicheng.safety import safety_report
 
     if file is not None:
         text = file.read_text(encoding="utf-8-sig")
@@ -57,10 +58,13 @@ def check_prescription(
         raise typer.Exit(2)
     kb = _knowledge(units)
     parsed = parse_prescription(text, kb)
-    findings = check_safety(parsed.prescription, Patient(sex=sex, age=age, pregnant=pregnant), kb)
+    report = safety_report(parsed.prescription, Patient(sex=sex, age=age, pregnant=pregnant), kb, parsed.unparsed)
     if as_json:
         out = parsed.to_dict()
-        out["findings"] = [f.model_dump(exclude_none=True) for f in findings]
+        out["findings"] = [f.model_dump(exclude_none=True) for f in report.findings]
+        out["not_dose_checked"] = report.not_dose_checked
+        out["unrecognised"] = report.unrecognised
+        out["summary"] = report.summary()
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return
     table = Table(title=f"处方 {parsed.prescription.formula_name or ''}".strip(), show_lines=False)
@@ -75,10 +79,11 @@ def check_prescription(
         console.print(f"用法: {parsed.prescription.administration}")
     if parsed.unparsed:
         console.print(f"[yellow]Could not read:[/yellow] {' | '.join(parsed.unparsed)}")
-    for f in findings:
+    for f in report.findings:
         console.print(f"[{LEVEL_STYLE[f.level]}]{f.level.upper():8}[/] {f.message}")
-    if not findings:
-        console.print("[green]No safety findings.[/green]")
+    complete = not (report.findings or report.not_dose_checked or report.unrecognised) and parsed.herbs
+    # markup=False: the summary quotes the record's own text, which may hold [brackets].
+    console.print(report.summary(), style="green" if complete else "yellow", markup=False)
     console.print(f"[dim]{DISCLAIMER}[/dim]")
 
 
@@ -93,6 +98,9 @@ def herb(
     if info is None:
         console.print(f"[red]'{name}' is not in the lexicon[/red] (herbs, aliases, processed forms, formulas).")
         raise typer.Exit(1)
+    if info["kind"] == "herb":
+        # What a coated form brings with it (朱茯神 -> 朱砂), which the safety check also applies.
+        info["components"] = list(kb.components.get(info["name"], ()))
     if as_json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
         return
@@ -223,9 +231,13 @@ def consult_cmd(
     task: str = typer.Option("full_chain", "--task",
                              help="full_chain, etiology_pathogenesis, syndrome, treatment_principle, "
                                   "prescription, prescription_explanation, modification, advice."),
-    pregnant: bool = typer.Option(False, "--pregnant", help="The patient is pregnant."),
+    pregnant: bool = typer.Option(None, "--pregnant/--not-pregnant",
+                                  help="The patient is (or is not) pregnant; overrides what the case text says."),
     sex: str = typer.Option(None, "--sex", help="male or female (overrides the case)."),
     age: float = typer.Option(None, "--age", help="Age in years (overrides the case)."),
+    previous_prescription: str = typer.Option(None, "--previous-prescription",
+                                              help="Follow-up: the prescription the patient took, e.g. "
+                                                   "'柴胡10g 白芍15g 甘草6g'."),
     as_json: bool = typer.Option(False, "--json", help="Print the Consultation as JSON."),
     backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1),
@@ -241,7 +253,7 @@ def consult_cmd(
     from shicheng.agent.cli_commands import consult_command
 
     consult_command(model, master, case, text, task, pregnant, sex, age, as_json, backend, max_new_tokens,
-                    temperature, case_id, visit, model_name, masters_file, device)
+                    temperature, case_id, visit, model_name, masters_file, device, previous_prescription)
 
 
 @app.command("masters")
@@ -279,7 +291,10 @@ def bench_tcmcr_cmd(
 def serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Trained model directory (output of `shicheng train`), "
                               "or the URL of an OpenAI-compatible endpoint such as vLLM (with --backend-model)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; loopback unless you set a key."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on. Any address but loopback "
+                             "needs --api-key-env (or --insecure)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without an API key "
+                                  "(anyone who reaches the address can use the model)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the API key that "
                                     "clients must send as 'Authorization: Bearer <key>'."),
@@ -297,6 +312,9 @@ def serve_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers backend)."),
     log_patient_text: bool = typer.Option(False, "--log-patient-text", help="Also log case and answer texts "
                                           "(default: method, path, status, latency and token counts only)."),
+    chat_safety_notice: bool = typer.Option(True, "--chat-safety-notice/--no-chat-safety-notice",
+                                            help="Append a short safety notice to chat answers that hold a "
+                                                 "prescription (a request can turn it off: safety_notice=false)."),
 ) -> None:
     """Serve a model: OpenAI-compatible /v1/chat/completions (one model id per master), /v1/consult, and the
     clinician web page at /."""
@@ -305,9 +323,10 @@ def serve_cmd(
     try:
         serve_command(model, host=host, port=port, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
                       log_patient_text=log_patient_text, masters=masters, backend_model=backend_model,
-                      backend_key_env=backend_key_env, concurrency=concurrency, device=device)
+                      backend_key_env=backend_key_env, concurrency=concurrency, device=device,
+                      insecure=insecure, chat_safety_notice=chat_safety_notice)
     except ServeError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False, soft_wrap=True)  # "[local]" is not rich markup
         raise typer.Exit(2) from e
 
 

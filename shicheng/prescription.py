@@ -1,70 +1,49 @@
 """Free-text prescription -> herbs with dose, unit, grams, processing and preparation notes.
 
 Real records are messy (DESIGN.md §2): herbs and doses run together ("法半夏10黄连5"), doses are shared
-("各10g"), names are merged (生熟地), aliased (云苓), traditional (當歸) or processed (炙甘草), units are
-old (三钱), formulas stand for their herbs ("桂枝汤加葛根"), and the prescription may sit inside a
-sentence of the case record. The parser reads left to right with a longest-match over every written
-form in the lexicon; whatever it cannot read is returned in `unparsed`, never dropped.
+("各10g"), names are merged (生熟地), aliased (云苓), traditional (當歸) or processed (炙甘草, 山药炒),
+units are old (三钱, also written before the herb: 三钱细辛), formulas stand for their herbs
+("桂枝汤加葛根"), and the prescription may sit inside a case record. Three steps:
 
-A hand-written scanner rather than jieba or a regex alternation: the lexicon's own forms define the
-tokens, and a dictionary longest-match keeps one prescription well under 200 µs (benchmarks/).
+1. `shicheng.prescription_scan.tokenize`: normalized text -> tokens; no herb is read inside another
+   word and no year, age or lab value becomes a dose.
+2. `shicheng.prescription_spans.read_spans`: herbs come only from prescription spans; the rest of a
+   case record is `context`, and the medicines it names (知柏地黄丸, 复方甘草片) are `mentioned`.
+3. `_Builder`: doses, 各, notes and 去 applied to the tokens of each span; a copy of the same
+   prescription written twice (history and current section) is read once, never summed.
+
+Whatever cannot be read inside a prescription span is returned in `unparsed`, never dropped.
+`parse_prescription` never raises on a str: GRPO rewards parse whatever a model writes.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 from shicheng.domain import HerbItem, Prescription
 from shicheng.knowledge import Knowledge, load_knowledge
-from shicheng.knowledge.lexicon import PREFIXES, SUFFIXES, Resolved
-
-NOTES: tuple[str, ...] = (
-    "研末冲服", "研末吞服", "研细冲服", "分次冲服", "先煎", "后下", "后入", "先下", "包煎", "布包", "烊化", "烊冲",
-    "另煎", "另炖", "单煎", "冲服", "兑服", "吞服", "研冲", "久煎", "打碎", "捣碎", "去皮尖", "去心", "去节", "去皮",
-    "去核", "去毛", "研末", "后煎", "同煎", "包",
+from shicheng.knowledge.lexicon import POSTFIXES, PREFIXES
+from shicheng.prescription_scan import (  # noqa: F401 (re-exported: the parser's public vocabulary)
+    ADMIN_UNITS,
+    CONNECTORS,
+    NOTES,
+    SURROGATE,
+    Token,
+    cn_number,
+    normalize,
+    tokenize,
 )
-_SHORT_NOTES = {"包": "包煎", "冲": "冲服", "后": "后下", "先": "先煎", "烊": "烊化", "另": "另煎", "后入": "后下",
-                "先下": "先煎", "布包": "包煎"}
-# Words that join herbs in a prescription and carry no herb themselves.
-CONNECTORS = frozenset((
-    "加", "减", "去", "各", "加减", "化裁", "合", "方", "用", "处方", "方药", "药用", "方用", "组成", "如下", "予",
-    "予以", "以", "及", "和", "与", "等", "味", "另", "另加", "再加", "并", "改", "为", "共", "原方", "上方", "前方",
-    "守方", "续服", "同上", "方选", "选方", "拟方", "拟", "投", "处以", "治以", "主之", "之", "药", "用药", "药物",
-    "调整", "如", "下", "即", "全方", "rp", "r", "rx", "sig",
-))
-CUES = ("处方", "方药", "方用", "药用", "予以", "方选", "选方", "拟方", "处以", "投以", "治以", "主之", "加减",
-        "rp", "rx")
-ADMIN_UNITS = ("剂", "付", "贴")
-ADMIN_WORDS = ("煎", "服", "剂", "付", "贴", "日", "次", "顿", "饭前", "饭后", "睡前", "温服", "外用", "外敷", "熏洗")
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
-              "九": 9}
-_CN_NUM = re.compile(r"[零〇一二两三四五六七八九十百廿卅半]+")
-_NUM = re.compile(r"(\d+(?:\.\d+)?)(?:\s*(?:[-~至到]|～)\s*(\d+(?:\.\d+)?))?")
-_SENTENCE_END = set("。；;\n！？!?")
-_LIST_SEP = set("，,、 \t/|")
-_TRANSPARENT = set("()[]{}<>\"'“”‘’:*·.")
-_PAREN_NOTE = re.compile(r"[(\[]\s*(包煎|后下|先煎|冲服|烊化|另煎|后入|先下|布包|包|冲|后|先|烊|另)\s*[)\]]")
-
-
-@dataclass
-class Token:
-    kind: str  # herb | merged | formula | num | note | each | add | remove | unknown | sep | end
-    text: str
-    start: int
-    resolved: Resolved | None = None
-    value: float | None = None
-    unit: str | None = None
-    range_max: float | None = None
+from shicheng.prescription_spans import keep_blocks, read_spans
 
 
 @dataclass
 class ParsedPrescription:
     prescription: Prescription
-    unparsed: list[str] = field(default_factory=list)
-    context: list[str] = field(default_factory=list)  # sentences read as case narrative, not prescription
+    unparsed: list[str] = field(default_factory=list)  # pieces of a prescription span that could not be read
+    context: list[str] = field(default_factory=list)  # text read as case narrative, not prescription
     removed: list[str] = field(default_factory=list)  # base herbs named after 去 (上方去黄芩)
+    mentioned: list[str] = field(default_factory=list)  # medicines named outside the prescription (曾服逍遥丸)
 
     @property
     def herbs(self) -> list[HerbItem]:
@@ -77,261 +56,66 @@ class ParsedPrescription:
             "herbs": [h.model_dump(include={"raw", "name", "base", "processing", "dose", "unit", "grams", "note"})
                       for h in self.herbs],
             "unparsed": self.unparsed,
+            "mentioned": self.mentioned,
         }
 
 
-class _Matcher:
-    """Longest-match lookup of every written form (herbs, merged names, formulas) by first character."""
+@dataclass(slots=True)
+class _Item:
+    """A herb line while its span is read; becomes a HerbItem once (one validation, not one per field)."""
+    raw: str
+    name: str | None = None
+    base: str | None = None
+    processing: str | None = None
+    dose: float | None = None
+    unit: str | None = None
+    grams: float | None = None
+    note: str | None = None
 
-    def __init__(self, kb: Knowledge):
-        self.kb = kb
-        self.kinds: dict[str, str] = {}
-        for s in kb.surfaces:
-            self.kinds[s] = "herb"
-        for s in kb.merged:
-            self.kinds[s] = "merged"
-        for s in kb.formulas:
-            self.kinds.setdefault(s, "formula")
-        self.lengths: dict[str, list[int]] = {}
-        for s in self.kinds:
-            self.lengths.setdefault(s[0], []).append(len(s))
-        for k, v in self.lengths.items():
-            self.lengths[k] = sorted(set(v), reverse=True)
-        self.prefixes = [p for p in PREFIXES]
-        # 剂/付/贴 count doses of the whole prescription (7剂): read as administration, never as a herb's dose.
-        units = [*kb.units.grams, *kb.units.counts, *kb.units.volumes, *ADMIN_UNITS]
-        self.unit_re = re.compile(r"\s*(" + "|".join(re.escape(u) for u in sorted(units, key=len, reverse=True))
-                                  + ")", re.IGNORECASE)
-        self.unit_names = {u.lower(): u for u in units}
-
-    def longest(self, text: str, i: int) -> int:
-        lens = self.lengths.get(text[i])
-        if lens:
-            n = len(text)
-            for L in lens:
-                if i + L <= n and text[i:i + L] in self.kinds:
-                    return L
-        return 0
-
-    def word_at(self, text: str, i: int) -> tuple[int, str, Resolved | None]:
-        """(length, kind, resolved) of the longest herb-like word starting at i; length 0 if none."""
-        best, kind, res = self.longest(text, i), "", None
-        if best:
-            kind = self.kinds[text[i:i + best]]
-            res = self.kb.surfaces.get(text[i:i + best]) if kind == "herb" else None
-        for p in self.prefixes:
-            if text.startswith(p, i):
-                L = self.longest(text, i + len(p))
-                if L and len(p) + L > best and self.kinds[text[i + len(p):i + len(p) + L]] == "herb":
-                    word = text[i:i + len(p) + L]
-                    hit = self.kb.resolve(word)
-                    if hit is not None:
-                        best, kind, res = len(word), "herb", hit
-        if kind == "herb" and best and i + best < len(text) and text[i + best] in SUFFIXES:
-            hit = self.kb.resolve(text[i:i + best + 1])
-            nxt = text[i + best + 1] if i + best + 1 < len(text) else ""
-            if hit is not None and not nxt.isdigit():
-                best, res = best + 1, hit
-        return best, kind, res
-
-
-_MATCHERS: dict[int, _Matcher] = {}
-
-
-def _matcher(kb: Knowledge) -> _Matcher:
-    m = _MATCHERS.get(id(kb))
-    if m is None or m.kb is not kb:
-        m = _MATCHERS[id(kb)] = _Matcher(kb)
-    return m
-
-
-def normalize(text: str, kb: Knowledge) -> str:
-    """Full-width -> half-width (NFKC), traditional -> simplified, short notes in brackets expanded."""
-    text = kb.to_simplified(unicodedata.normalize("NFKC", text))
-    text = text.replace("×", "x").replace("＊", "*")
-    return _PAREN_NOTE.sub(lambda m: f"({_SHORT_NOTES.get(m.group(1), m.group(1))})", text)
-
-
-def cn_number(text: str) -> float | None:
-    """Chinese numeral to a number: 三 3, 十五 15, 二十 20, 一百二十 120, 二钱半 handled by the caller (半 = .5)."""
-    if not text:
-        return None
-    half = text.endswith("半") and len(text) > 1
-    if half:
-        text = text[:-1]
-    if text == "半":
-        return 0.5
-    text = text.replace("廿", "二十").replace("卅", "三十")
-    total, current = 0, 0
-    for ch in text:
-        if ch in _CN_DIGITS:
-            current = _CN_DIGITS[ch]
-        elif ch == "十":
-            total += (current or 1) * 10
-            current = 0
-        elif ch == "百":
-            total += (current or 1) * 100
-            current = 0
-        else:
-            return None
-    return total + current + (0.5 if half else 0)
-
-
-def tokenize(text: str, kb: Knowledge) -> list[Token]:
-    m = _matcher(kb)
-    tokens: list[Token] = []
-    i, n = 0, len(text)
-    unknown_start = -1
-
-    def flush_unknown(end: int) -> None:
-        nonlocal unknown_start
-        if unknown_start >= 0:
-            tokens.append(Token("unknown", text[unknown_start:end], unknown_start))
-            unknown_start = -1
-
-    while i < n:
-        ch = text[i]
-        if ch in _SENTENCE_END or ch in _LIST_SEP or ch in _TRANSPARENT or ch.isspace():
-            flush_unknown(i)
-            if ch in _SENTENCE_END:
-                tokens.append(Token("end", ch, i))
-            elif ch in _LIST_SEP or ch.isspace():
-                tokens.append(Token("sep", ch, i))
-            i += 1
-            continue
-        if ch.isdigit():
-            flush_unknown(i)
-            num = _NUM.match(text, i)
-            value = float(num.group(1))
-            rmax = float(num.group(2)) if num.group(2) else None
-            j = num.end()
-            unit = m.unit_re.match(text, j)
-            tok = Token("num", text[i:(unit.end() if unit else j)], i, value=value, range_max=rmax,
-                        unit=m.unit_names[unit.group(1).lower()] if unit else None)
-            tokens.append(tok)
-            i = unit.end() if unit else j
-            continue
-        L, kind, res = m.word_at(text, i)
-        if L:
-            flush_unknown(i)
-            tokens.append(Token(kind, text[i:i + L], i, resolved=res))
-            i += L
-            continue
-        cn = _CN_NUM.match(text, i)
-        if cn:
-            numeral = cn.group(0)
-            unit = m.unit_re.match(text, cn.end())
-            if unit is None and numeral.endswith("两") and len(numeral) > 1:  # 一两: 两 is the unit here
-                numeral = numeral[:-1]
-                unit = m.unit_re.match(text, i + len(numeral))
-            value = cn_number(numeral)
-            if unit and value is not None and not unit.group(0)[0].isspace():
-                flush_unknown(i)
-                end = unit.end()
-                if end < n and text[end] == "半":  # 一钱半
-                    value += 0.5
-                    end += 1
-                tokens.append(Token("num", text[i:end], i, value=value, unit=m.unit_names[unit.group(1).lower()]))
-                i = end
-                continue
-        note = next((nt for nt in NOTES if text.startswith(nt, i)), None)
-        if note and (note != "包" or (i > 0 and text[i - 1] in "(")):
-            flush_unknown(i)
-            tokens.append(Token("note", _SHORT_NOTES.get(note, note), i))
-            i += len(note)
-            continue
-        # 上方去X加Y: a connector written right before 各/加/去 must not swallow them into an unknown run.
-        if ch in "各加去" and (unknown_start < 0 or text[unknown_start:i].lower() in CONNECTORS):
-            flush_unknown(i)
-            tokens.append(Token({"各": "each", "加": "add", "去": "remove"}[ch], ch, i))
-            i += 1
-            continue
-        if unknown_start < 0:
-            unknown_start = i
-        i += 1
-    flush_unknown(n)
-    return tokens
-
-
-@dataclass
-class _Sentence:
-    tokens: list[Token]
-    text: str
-
-
-def _sentences(tokens: list[Token], text: str) -> list[_Sentence]:
-    out, cur, start = [], [], 0
-    for t in tokens:
-        if t.kind == "end":
-            if cur:
-                out.append(_Sentence(cur, text[start:t.start]))
-            cur, start = [], t.start + 1
-        else:
-            if not cur:
-                start = t.start
-            cur.append(t)
-    if cur:
-        out.append(_Sentence(cur, text[start:]))
-    return out
-
-
-def _is_prescription(s: _Sentence) -> bool:
-    herbs = [t for t in s.tokens if t.kind in ("herb", "merged", "formula")]
-    if any(t.kind == "num" and t.unit not in ADMIN_UNITS for t in s.tokens) and herbs:
-        return True
-    low = s.text.lower()
-    return len(herbs) >= 2 or (bool(herbs) and any(c in low for c in CUES))
-
-
-def _segments(tokens: list[Token]) -> list[list[Token]]:
-    segs, cur = [], []
-    for t in tokens:
-        if t.kind == "sep":
-            if cur:
-                segs.append(cur)
-            cur = []
-        else:
-            cur.append(t)
-    if cur:
-        segs.append(cur)
-    return segs
-
-
-def _is_admin(seg: list[Token]) -> bool:
-    if any(t.kind in ("herb", "merged", "formula") for t in seg):
-        return False
-    text = "".join(t.text for t in seg)
-    return any(w in text for w in ADMIN_WORDS) or (len(seg) == 2 and seg[0].text.lower() == "x")
+    def herb(self) -> HerbItem:
+        return HerbItem(raw=self.raw, name=self.name, base=self.base, processing=self.processing, dose=self.dose,
+                        unit=self.unit, grams=self.grams, note=self.note)
 
 
 class _Builder:
-    """Turns the tokens of prescription sentences into herb items, applying doses, 各, notes and 去."""
+    """Turns the tokens of one prescription span into herb items, applying doses, 各, notes and 去."""
 
     def __init__(self, kb: Knowledge):
         self.kb = kb
-        self.items: list[HerbItem] = []
+        self.items: list[_Item] = []
         self.formulas: list[tuple[str, int]] = []  # (formula name, insert position)
         self.removed: set[str] = set()
         self.unparsed: list[str] = []
         self.admin: list[str] = []
-        self.group: list[HerbItem] = []  # items created by the last herb or merged name, awaiting a dose
-        self.last: list[HerbItem] = []  # the items a following note (先煎, 后下 …) belongs to
+        self.group: list[_Item] = []  # items created by the last herb or merged name, awaiting a dose
+        self.last: list[_Item] = []  # the items a following note (先煎, 后下 …) belongs to
         self.each = False
         self.removing = False
 
-    def add(self, item: HerbItem, group: list[HerbItem]) -> None:
+    def add(self, item: _Item, group: list[_Item]) -> None:
         self.items.append(item)
         group.append(item)
         self.last = group
 
-    def sentence(self, s: _Sentence) -> None:
-        self.removing = False
-        for seg in _segments(s.tokens):
-            if _is_admin(seg):
-                self.admin.append("".join(t.text for t in seg))
+    def segment(self, seg: list[Token], admin: bool) -> None:
+        if admin:
+            self.admin.append("".join(t.text for t in seg))
+            return
+        k = 0
+        while k < len(seg):
+            t, nxt = seg[k], seg[k + 1] if k + 1 < len(seg) else None
+            after = seg[k + 2] if k + 2 < len(seg) else None
+            # 三钱细辛, 10g细辛: a dose with a unit right before a herb that has no dose of its own.
+            if (t.kind == "num" and t.unit is not None and t.unit not in ADMIN_UNITS and not self.group
+                    and not self.each and nxt is not None and nxt.kind in ("herb", "merged")
+                    and (after is None or after.kind != "num")
+                    and all(x.kind == "unknown" and x.text.lower() in CONNECTORS for x in seg[:k])):
+                self.token(nxt, t)
+                self.token(t, after)
+                k += 2
                 continue
-            for k, t in enumerate(seg):
-                self.token(t, seg[k + 1] if k + 1 < len(seg) else None)
+            self.token(t, nxt)
+            k += 1
 
     def token(self, t: Token, nxt: Token | None) -> None:
         if t.kind == "herb":
@@ -340,7 +124,7 @@ class _Builder:
                 self.removed.add(r.base)
                 return
             self.group = []
-            self.add(HerbItem(raw=t.text, name=r.name, base=r.base, processing=r.processing), self.group)
+            self.add(_Item(t.text, r.name, r.base, r.processing), self.group)
         elif t.kind == "merged":
             self.group = []
             for h in self.kb.merged[t.text]:
@@ -348,7 +132,7 @@ class _Builder:
                 if self.removing:
                     self.removed.add(r.base)
                 else:
-                    self.add(HerbItem(raw=t.text, name=r.name, base=r.base, processing=r.processing), self.group)
+                    self.add(_Item(t.text, r.name, r.base, r.processing), self.group)
         elif t.kind == "formula":
             self.formulas.append((t.text, len(self.items)))
             self.group = []
@@ -364,11 +148,28 @@ class _Builder:
         elif t.kind == "remove":
             self.removing = True
         elif t.kind == "unknown":
+            if t.text.lower() in CONNECTORS:
+                return
+            if t.bracketed and self.last:
+                self.remark(t.text)
+                return
             if nxt is not None and nxt.kind == "num" and nxt.unit not in ADMIN_UNITS:
                 self.group = []
-                self.add(HerbItem(raw=t.text), self.group)
-            elif t.text.lower() not in CONNECTORS and not t.text.isdigit():
+                self.add(_Item(t.text), self.group)
+            else:
                 self.unparsed.append(t.text)
+
+    def remark(self, word: str) -> None:
+        """A word in brackets after a herb: its processing (甘草6g(炙) = 炙甘草), else a note (自备, 1小时)."""
+        if word in POSTFIXES or word in PREFIXES:
+            for item in self.last:
+                hit = self.kb.resolve_postfix(item.raw, word) if item.base and not item.processing else None
+                if hit is not None and hit.base == item.base:
+                    item.name, item.processing = hit.name, hit.processing
+            if all(item.processing for item in self.last):
+                return
+        for item in self.last:
+            item.note = f"{item.note}、{word}" if item.note else word
 
     def dose(self, t: Token) -> None:
         if t.unit in ADMIN_UNITS:
@@ -403,46 +204,56 @@ class _Builder:
         factor = self.kb.units.grams.get(unit) or self.kb.units.grams.get(unit.lower())
         return round(value * factor, 4) if factor is not None else None
 
-    def expand_formulas(self) -> str | None:
-        """Add a named formula's herbs unless the text already lists most of them (a title like 六君子汤加减)."""
-        first = None
-        listed = {i.base for i in self.items if i.base}
-        for offset, (name, pos) in enumerate(sorted(self.formulas, key=lambda f: -f[1])):
-            formula = self.kb.formulas[name]
-            first = formula.name if offset == len(self.formulas) - 1 else first
-            bases = [(h, self.kb.resolve(h.herb)) for h in formula.herbs]
-            covered = sum(1 for _, r in bases if r.base in listed)
-            if covered * 2 >= len(bases):
+    def expand_formulas(self, listed: set[str], added: set[str]) -> str | None:
+        """Add a named formula's herbs unless the text lists most of them (`listed`: a title such as
+        六君子汤加减 before its list); `added` keeps a herb two formulas share from coming in twice.
+        Returns the name of the first formula named."""
+        for name, pos in sorted(self.formulas, key=lambda f: -f[1]):
+            bases = [self.kb.resolve(h.herb) for h in self.kb.formulas[name].herbs]
+            if sum(1 for r in bases if r.base in listed) * 2 >= len(bases):
                 continue
-            new = [HerbItem(raw=name, name=r.name, base=r.base, processing=r.processing)
-                   for h, r in bases if r.base not in listed and r.base not in self.removed]
+            new = [_Item(name, r.name, r.base, r.processing) for r in bases
+                   if r.base not in listed and r.base not in self.removed and r.base not in added]
+            added.update(h.base for h in new)
             self.items[pos:pos] = new
         if self.formulas:
             return self.kb.formulas[min(self.formulas, key=lambda f: f[1])[0]].name
-        return first
+        return None
 
 
 def parse_prescription(text: str, kb: Knowledge | None = None) -> ParsedPrescription:
-    """Parse free text (a prescription, or a case record that contains one) into herbs."""
+    """Parse a prescription, or a case record that may contain one, into herbs. Never raises on a str."""
+    if text is None:
+        text = ""
+    elif not isinstance(text, str):
+        raise TypeError(f"parse_prescription: text must be a str, not {type(text).__name__}")
+    # A lone surrogate (a broken decode upstream) is no character; UTF-8, JSON and pydantic all reject it.
+    text = SURROGATE.sub("\ufffd", text)
     kb = kb or load_knowledge()
-    norm = normalize(text or "", kb)
-    sentences = _sentences(tokenize(norm, kb), norm)
-    chosen = [s for s in sentences if _is_prescription(s)]
-    if not chosen:
-        chosen = [s for s in sentences if any(t.kind in ("herb", "merged", "formula") for t in s.tokens)] \
-            or sentences
-    b = _Builder(kb)
-    context = []
-    for s in sentences:
-        if any(s is c for c in chosen):
-            b.sentence(s)
-        else:
-            context.append(s.text.strip())
-    formula_name = b.expand_formulas()
-    rx = Prescription(formula_name=formula_name, herbs=b.items, administration="，".join(b.admin) or None,
+    norm = normalize(text, kb)
+    spans = read_spans(tokenize(norm, kb), norm)
+    built = []
+    for block in spans.blocks:
+        b = _Builder(kb)
+        for seg, admin in block.segments:
+            b.segment(seg, admin)
+        built.append(b)
+    keep = keep_blocks([frozenset(h.name or h.raw for h in b.items) for b in built], [bool(b.removed) for b in built])
+    context = list(spans.context)
+    context += [spans.blocks[k].text for k in range(len(built)) if k not in keep]  # copies, read once
+    kept = [built[k] for k in keep]
+    listed = {i.base for b in kept for i in b.items if i.base}
+    items, admin, unparsed, removed, added, formula_name = [], [], [], set(), set(), None
+    for b in kept:
+        formula_name = formula_name or b.expand_formulas(listed, added)
+        items += [i.herb() for i in b.items]
+        admin += b.admin
+        unparsed += b.unparsed
+        removed |= b.removed
+    rx = Prescription(formula_name=formula_name, herbs=items, administration="，".join(admin + spans.admin) or None,
                       raw=text)
-    return ParsedPrescription(prescription=rx, unparsed=b.unparsed, context=[c for c in context if c],
-                              removed=sorted(b.removed))
+    return ParsedPrescription(prescription=rx, unparsed=unparsed, context=context, removed=sorted(removed),
+                              mentioned=spans.mentioned)
 
 
 _PREVIOUS = re.compile(r"^\s*(?:处方[:：]?\s*)?(上方|原方|前方|守方|效不更方|守上方|继服上方|上方基础)")

@@ -37,7 +37,25 @@ def test_herb_command():
     assert runner.invoke(app, ["herb", "不存在的药"]).exit_code == 1
 
 
+def _command_paths(typer_app, prefix=()):
+    """Every registered command, sub-apps included, as the argv that names it."""
+    for info in typer_app.registered_commands:
+        yield (*prefix, info.name or info.callback.__name__.replace("_", "-"))
+    for group in typer_app.registered_groups:
+        yield from _command_paths(group.typer_instance, (*prefix, group.name))
+
+
 def test_every_command_has_help():
-    for cmd in ([], ["check-prescription"], ["herb"]):
-        res = runner.invoke(app, [*cmd, "--help"])
-        assert res.exit_code == 0 and "Usage" in res.output
+    paths = list(_command_paths(app))
+    assert {("consult",), ("serve",), ("masters",), ("check-prescription",), ("bench", "tcmcr")} <= set(paths)
+    for path in [(), *paths]:
+        res = runner.invoke(app, [*path, "--help"])
+        assert res.exit_code == 0, (path, res.output)
+        assert "Usage" in res.output
+
+
+def test_consult_and_serve_help_show_the_new_options():
+    consult = runner.invoke(app, ["consult", "--help"], env={"COLUMNS": "200"}).output
+    assert "--previous-prescription" in consult and "--not-pregnant" in consult
+    serve = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert "--insecure" in serve and "--no-chat-safety-notice" in serve

@@ -6,8 +6,10 @@ setting; consultations build their prompts with shicheng.prompts, exactly as tra
 
 from shicheng.agent.backends import (
     Backend,
+    BackendUnavailable,
     GenerationResult,
     OpenAIBackend,
+    PromptTooLong,
     TextStream,
     TransformersBackend,
     is_url,
@@ -22,12 +24,16 @@ from shicheng.agent.consult import (
     consult_messages,
     consult_stream,
     load_case,
+    read_case_file,
     read_consultation,
+    read_text_case,
     resolve_master,
+    with_previous_prescription,
 )
 
 __all__ = [
-    "Backend", "ConsultError", "Consultation", "GenerationResult", "OpenAIBackend", "TextStream",
-    "TransformersBackend", "case_from_text", "consult", "consult_messages", "consult_stream", "is_url",
-    "load_case", "load_masters", "make_backend", "read_consultation", "resolve_master",
+    "Backend", "BackendUnavailable", "ConsultError", "Consultation", "GenerationResult", "OpenAIBackend",
+    "PromptTooLong", "TextStream", "TransformersBackend", "case_from_text", "consult", "consult_messages",
+    "consult_stream", "is_url", "load_case", "load_masters", "make_backend", "read_case_file", "read_consultation",
+    "read_text_case", "resolve_master", "with_previous_prescription",
 ]

@@ -24,6 +24,39 @@ from typing import Any, Protocol, runtime_checkable
 from shicheng.domain import Master
 
 _DONE = object()
+LOCAL_EXTRA = "serving a local model needs torch and transformers: pip install 'shicheng[local]'"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend whose packages are not installed; the message says which extra to install."""
+
+
+class PromptTooLong(ValueError):
+    """A prompt (plus the tokens asked for) that does not fit the model's context."""
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int | None, limit: int):
+        self.prompt_tokens, self.max_new_tokens, self.limit = prompt_tokens, max_new_tokens, limit
+        if prompt_tokens >= limit:
+            message = (f"the prompt is {prompt_tokens} tokens, longer than the model's context of {limit} tokens; "
+                       "shorten the case text")
+        else:
+            message = (f"the prompt is {prompt_tokens} tokens and {max_new_tokens} new tokens were asked for: "
+                       f"{prompt_tokens + (max_new_tokens or 0)} exceed the model's context of {limit} tokens; "
+                       f"ask for at most {limit - prompt_tokens} new tokens or shorten the case text")
+        super().__init__(message)
+
+
+def check_prompt_fits(backend, messages: list[dict], max_new_tokens: int | None) -> int | None:
+    """Raise PromptTooLong when a backend that knows its context would run past it; returns the prompt's
+    token count (None when the backend cannot tell: an endpoint checks for itself)."""
+    limit = getattr(backend, "context_length", None)
+    count = getattr(backend, "count_prompt_tokens", None)
+    if not limit or count is None:
+        return None
+    tokens = count(messages)
+    if tokens >= limit or (max_new_tokens is not None and tokens + max_new_tokens > limit):
+        raise PromptTooLong(tokens, max_new_tokens, limit)
+    return tokens
 
 
 @dataclass
@@ -134,6 +167,7 @@ class TransformersBackend:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
+        require_local_packages()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(model_dir)
@@ -163,12 +197,25 @@ class TransformersBackend:
             raise ValueError(f"{name}: the tokenizer has no pad token")
         self.name = name
         self.device = next(model.parameters()).device
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time
+        # Tokenizing has its own lock: a fast tokenizer's padding state is shared ("Already borrowed"), and a
+        # prompt can be counted while another generation runs.
+        self._tokenizer_lock = threading.Lock()
+        config = getattr(model, "config", None)
+        self.context_length: int | None = getattr(config, "max_position_embeddings", None)
 
     def encode(self, messages_list: list[list[dict]]):
         texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
                  for m in messages_list]
-        return self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(self.device)
+        with self._tokenizer_lock:
+            return self.tokenizer(texts, add_special_tokens=False, padding=True,
+                                  return_tensors="pt").to(self.device)
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        """How many tokens `messages` take as a prompt (chat template and generation prompt included)."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        with self._tokenizer_lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _kwargs(self, max_new_tokens: int, temperature: float, top_p: float, min_new_tokens: int) -> dict:
         gen = self.model.generation_config
@@ -330,6 +377,15 @@ class OpenAIBackend:
                                          seconds=time.perf_counter() - started, first_token_s=first)
 
 
+def require_local_packages() -> None:
+    """A clear one-line error instead of a ModuleNotFoundError traceback when torch/transformers are missing."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise BackendUnavailable(LOCAL_EXTRA) from e
+
+
 def is_url(model: str) -> bool:
     return str(model).startswith(("http://", "https://"))
 
@@ -348,6 +404,7 @@ def make_backend(model: str | Path, *, backend: str = "auto", **kw: Any) -> Back
             raise ValueError(f"{model}: a URL needs --backend openai (transformers loads a local directory)")
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model directory not found: {model}")
+        require_local_packages()
         return TransformersBackend(model, **{k: v for k, v in kw.items() if k in ("device", "dtype")})
     if backend == "openai":
         if not is_url(model):

@@ -17,16 +17,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from shicheng.agent.backends import is_url, load_masters, make_backend
+from shicheng.agent.backends import BackendUnavailable, is_url, load_masters, make_backend
 from shicheng.agent.bench import BenchInputError, export_tcmcr
 from shicheng.agent.consult import (
     Consultation,
     ConsultError,
-    case_from_text,
     consult,
-    load_case,
+    read_case_file,
+    read_text_case,
     resolve_master,
     visit_position,
+    with_previous_prescription,
 )
 from shicheng.domain import DISCLAIMER, SECTIONS, Master, Task
 
@@ -40,7 +41,7 @@ def _clear_errors(console: Console):
     fails ends it with status 1."""
     try:
         yield
-    except (ConsultError, BenchInputError, FileNotFoundError, ValueError) as e:
+    except (ConsultError, BenchInputError, FileNotFoundError, ValueError, BackendUnavailable) as e:
         console.print(Text(f"error: {e}", style="red"), soft_wrap=True)
         raise typer.Exit(2) from e
     except OpenAIError as e:  # the endpoint refused or could not be reached: not the user's input
@@ -56,40 +57,67 @@ def _task(task: str) -> Task:
 
 
 def consult_command(model: str, master: str | None = None, case: Path | None = None, text: str | None = None,
-                    task: str = "full_chain", pregnant: bool = False, sex: str | None = None,
+                    task: str = "full_chain", pregnant: bool | None = None, sex: str | None = None,
                     age: float | None = None, as_json: bool = False, backend: str = "auto",
                     max_new_tokens: int = 1024, temperature: float = 0.0, case_id: str | None = None,
                     visit: int | None = None, model_name: str | None = None, masters_file: Path | None = None,
-                    device: str = "auto") -> Consultation:
+                    device: str = "auto", previous_prescription: str | None = None) -> Consultation:
     """Ask the model for one visit of a case in a master's voice and print the answer with safety findings.
 
     `model` is a model directory or an OpenAI-compatible endpoint URL (then `model_name` is the served model
     and `masters_file` a masters.json). The case is `case` (JSON Case, JSONL of Cases with `case_id`, or a
     text case record) or `text` (free text, or text with 主诉：/舌象：/脉象： headings). `visit` is 1-based
-    (default: the last visit). `master` None asks with the generic prompt.
+    (default: the last visit). `master` None asks with the generic prompt. `sex`, `age` and `pregnant`
+    override what the case says; `previous_prescription` makes the visit a follow-up of that prescription.
     """
     console = Console()
     with _clear_errors(console):
         if (case is None) == (text is None):
             raise ConsultError("give exactly one of --case FILE or --text \"…\"")
         chosen_task = _task(task)
-        masters = load_masters(masters_file if masters_file is not None else model)
+        masters = _masters(model, masters_file)
         if master and not masters and is_url(model):
             raise ConsultError(f"{model} is an endpoint: give the masters it knows with --masters masters.json")
         chosen_master = resolve_master(masters, master)
         if case is not None:
-            the_case = load_case(case, case_id, sex=sex, age=age, pregnant=pregnant)
+            the_case, facts = read_case_file(case, case_id, sex=sex, age=age, pregnant=pregnant)
+            visit_index = _visit_option(visit, len(the_case.visits), the_case.id)
+            if previous_prescription:
+                the_case, visit_index = with_previous_prescription(the_case, visit_index, previous_prescription)
         else:
-            the_case = case_from_text(text or "", sex=sex, age=age, pregnant=pregnant)
-        visit_index = visit_position(the_case, visit - 1 if visit else -1, chosen_task)
+            the_case, visit_index, facts = read_text_case(text or "", sex=sex, age=age, pregnant=pregnant,
+                                                          previous_prescription=previous_prescription)
+            if visit is not None:
+                visit_index = _visit_option(visit, len(the_case.visits), the_case.id)
+        visit_index = visit_position(the_case, visit_index, chosen_task)
         engine = make_backend(model, backend=backend, model_name=model_name, device=device)
-        result = consult(engine, the_case, chosen_master, chosen_task, visit_index,
+        result = consult(engine, the_case, chosen_master, chosen_task, visit_index, facts=facts,
                          max_new_tokens=max_new_tokens, temperature=temperature)
     if as_json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
     else:
         render_consultation(result, chosen_master, console)
     return result
+
+
+def _masters(model: str, masters_file: Path | None) -> dict[str, Master]:
+    """The masters of a model directory or a masters.json; a path that does not exist is an error."""
+    if masters_file is not None:
+        if not Path(masters_file).is_file():
+            raise ConsultError(f"{masters_file}: masters file not found")
+        return load_masters(masters_file)
+    if not is_url(model) and not Path(model).exists():
+        raise ConsultError(f"{model}: model directory not found")
+    return load_masters(model)
+
+
+def _visit_option(visit: int | None, n: int, case_id: str) -> int:
+    """--visit is 1-based; the error says so in the same terms."""
+    if visit is None:
+        return -1
+    if not 1 <= visit <= n:
+        raise ConsultError(f"case {case_id}: no visit {visit} (--visit is 1-based; the case has {n} visit(s))")
+    return visit - 1
 
 
 def render_consultation(c: Consultation, master: Master | None, console: Console) -> None:
@@ -113,6 +141,7 @@ def render_consultation(c: Consultation, master: Master | None, console: Console
     if c.changes is not None:
         console.print(Text(f"\n加 added: {'、'.join(c.changes['added']) or '无'}    "
                            f"去 removed: {'、'.join(c.changes['removed']) or '无'}", style="bold"))
+    _render_patient(c, console)
     _render_findings(c, console)
     if c.missing:
         names = "、".join(s.zh for s in SECTIONS if s.key in c.missing)
@@ -146,13 +175,26 @@ def _render_prescription(c: Consultation, console: Console) -> None:
         console.print(Text(f"未能识别 not read: {' | '.join(c.prescription_unparsed)}", style="yellow"))
 
 
+def _render_patient(c: Consultation, console: Console) -> None:
+    """The patient facts the safety check used, each with where it came from (flag, header, text, case)."""
+    if not c.patient_facts:
+        console.print(Text("\n患者 patient (safety check): sex, age and pregnancy unknown — pregnancy rules "
+                           "not applied; give --sex/--age/--pregnant if known", style="yellow"), soft_wrap=True)
+        return
+    facts = "；".join(f"{f.field} {f.describe()}" for f in c.patient_facts)
+    console.print(Text(f"\n患者 patient (safety check): {facts}", style="bold"), soft_wrap=True)
+
+
 def _render_findings(c: Consultation, console: Console) -> None:
+    summary = c.safety_summary
     if not c.findings:
         if c.prescription is not None and c.prescription.herbs:
-            console.print(Text("\n安全检查 safety: no findings", style="green"))
+            console.print(Text(f"\n安全检查 safety: {summary}", style="green"), soft_wrap=True)
         return
     lines = [Text(f"{LEVEL_ZH[f.level]} {f.level.upper():8} [{f.rule}] {f.message}", style=LEVEL_STYLE[f.level])
              for f in c.findings]
+    if summary:
+        lines.append(Text(summary))
     console.print(Panel(Group(*lines), title="安全提示 Safety findings", border_style="red" if any(
         f.level == "error" for f in c.findings) else "yellow"))
 
@@ -161,7 +203,7 @@ def masters_command(model: str, masters_file: Path | None = None, as_json: bool 
     """List the masters a trained model knows (its masters.json)."""
     console = Console()
     with _clear_errors(console):
-        masters = load_masters(masters_file if masters_file is not None else model)
+        masters = _masters(model, masters_file)
     if as_json:
         print(json.dumps([m.model_dump(mode="json") for m in masters.values()], ensure_ascii=False, indent=2))
         return list(masters.values())

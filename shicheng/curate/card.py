@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import functools
 import json
 import statistics
 from pathlib import Path
 
 from shicheng.curate.datasets import count_by
 from shicheng.domain import DISCLAIMER
-
-# Qwen2's pre-tokenisation pattern; with the Qwen2.5 ranks it gives the real token counts of the base model.
-_QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
-                 r"\s+(?!\S)|\s+")
+from shicheng.vocab import VocabUnavailable, qwen_encoding
 
 
-@functools.lru_cache(maxsize=1)
-def qwen_encoding():
-    """The real Qwen2.5 vocabulary from the dashscope package (offline), as a tiktoken encoding; None if absent."""
+def _encoding() -> tuple[object | None, str | None]:
+    """(the Qwen2.5 encoding, None), or (None, why token counts are missing): the card is written either way."""
     try:
-        import dashscope
-        import tiktoken
-    except ImportError:
-        return None
-    path = Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken"
-    if not path.exists():
-        return None
-    ranks = {}
-    for line in path.read_text().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    return tiktoken.Encoding("qwen2.5", pat_str=_QWEN_PATTERN, mergeable_ranks=ranks, special_tokens={})
+        return qwen_encoding(), None
+    except VocabUnavailable as e:
+        return None, f"token counts not computed: {e}"
 
 
 def _row_text(row: dict) -> str:
@@ -45,7 +29,7 @@ def _row_text(row: dict) -> str:
 def token_stats(rows: list[dict]) -> dict:
     if not rows:
         return {"rows": 0}
-    enc = qwen_encoding()
+    enc, note = _encoding()
     texts = [_row_text(r) for r in rows]
     lengths = [len(t) for t in texts]
     stats = {"rows": len(rows), "chars_total": sum(lengths), "chars_mean": round(statistics.mean(lengths), 1)}
@@ -54,6 +38,8 @@ def token_stats(rows: list[dict]) -> dict:
         stats.update({"tokenizer": "Qwen2.5 (base vocabulary)", "tokens_total": sum(toks),
                       "tokens_mean": round(statistics.mean(toks), 1), "tokens_max": max(toks),
                       "tokens_p95": sorted(toks)[int(0.95 * (len(toks) - 1))]})
+    else:
+        stats["tokens_note"] = note
     return stats
 
 
@@ -99,6 +85,9 @@ def render_markdown(card: dict) -> str:
         if t.get("rows"):
             lines.append(f"| {stage} | {t['rows']} | {t.get('tokens_total', '-')} | {t.get('tokens_mean', '-')} | "
                          f"{t.get('tokens_p95', '-')} | {t.get('tokens_max', '-')} |")
+    notes = {t["tokens_note"] for splits in card["stages"].values()
+             if (t := splits.get("train", {}).get("tokens", {})).get("tokens_note")}
+    lines += ["", *(f"> {n}" for n in sorted(notes))] if notes else []
     split = card["split"]
     lines += ["", "## Split", "", f"By patient (no patient in two splits), stratified by master, seed {split['seed']}: "
               + ", ".join(f"{k} {v} cases" for k, v in split["cases"].items()) + ".", ""]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 from shicheng.curate.ledger import Ledger
+from shicheng.curate.rxread import UnreadablePrescription, read_prescription
 from shicheng.domain import Answer, Case, HerbItem, Master, Prescription, Visit
 from shicheng.knowledge import Knowledge, load_knowledge
-from shicheng.prescription import parse_prescription
 from shicheng.safety import check_safety
 
 STEP = "compose"
@@ -285,7 +285,7 @@ def _read_rx(case: Case, index: int, kb: Knowledge) -> tuple[Prescription, list[
     Y; a full list that merely mentions 上方 (most earlier herbs listed again) stands on its own.
     """
     text = _rx_text(case.visits[index]) or ""
-    parsed = parse_prescription(text, kb).prescription
+    parsed = read_prescription(text, kb).prescription
     if index == 0 or not _RELATIVE.search(text):
         return parsed, parsed.herbs, False
     previous, _, _ = _read_rx(case, index - 1, kb)
@@ -294,7 +294,7 @@ def _read_rx(case: Case, index: int, kb: Knowledge) -> tuple[Prescription, list[
         return parsed, parsed.herbs, False
     # The parser may read the herbs after 去 as written ones; the 去 segments say which were removed.
     removed = {h.base for m in re.finditer(r"去([^加，,。；;]+)", text)
-               for h in parse_prescription(m.group(1), kb).herbs if h.base}
+               for h in read_prescription(m.group(1), kb).herbs if h.base}
     added = [h for h in parsed.herbs if h.base not in removed]
     changed = removed | {h.base for h in added}
     herbs = [h for h in previous.herbs if h.base not in changed] + added
@@ -311,7 +311,10 @@ def compose_answer(case: Case, visit_index: int, master: Master | None = None) -
     rx_text = gold.prescription or (visit.prescription.raw if visit.prescription else None)
     if not gold.syndrome or not rx_text:
         raise ComposeError(f"case {case.id} visit {visit_index + 1}: needs the master's syndrome and prescription")
-    parsed, herbs, relative = _read_rx(case, visit_index, kb)
+    try:
+        parsed, herbs, relative = _read_rx(case, visit_index, kb)
+    except UnreadablePrescription as e:
+        raise ComposeError(f"case {case.id} visit {visit_index + 1}: {e}") from e
     if not herbs and not relative:
         raise ComposeError(f"case {case.id} visit {visit_index + 1}: no recognisable herb in '{rx_text[:60]}'")
     etiology, natures = _pathogenesis(gold.syndrome, case.disease)

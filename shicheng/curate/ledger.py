@@ -1,7 +1,9 @@
 """Counts and rejects for every curation step: nothing is dropped without a written reason.
 
 Each step records what came in, what it kept and what it rejected (with file, line or row, and the
-reason); `check()` enforces `in = kept + rejected`, and the rejects are written as JSONL.
+reason); `check()` enforces `in = kept + rejected`, and the rejects are written as JSONL. Reason, source
+and record pass the scrubber as they are recorded: rejects.jsonl and the card leave curation, and a
+rejected record has often not been through clean.py (a paragraph too short, a row with a bad value).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shicheng.curate.scrub import redact
+
 
 @dataclass
 class Reject:
     step: str  # import, clean, dedup, quality, teacher …
     source: str  # "file:line" or "file:row N" or a case id
     reason: str
-    record: dict | str | None = None  # the offending record (scrubbed where it held personal data)
+    record: dict | str | None = None  # the offending record, scrubbed
 
     def to_dict(self) -> dict:
         return {"step": self.step, "source": self.source, "reason": self.reason, "record": self.record}
@@ -45,7 +49,7 @@ class Ledger:
         self.count(step).kept += n
 
     def reject(self, step: str, source: str, reason: str, record: dict | str | None = None) -> None:
-        self.rejects.append(Reject(step, source, reason, record))
+        self.rejects.append(Reject(step, redact(source), redact(reason), redact(record)))
         self.count(step).rejected += 1
 
     def check(self) -> None:

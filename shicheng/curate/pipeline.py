@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -19,11 +20,14 @@ from shicheng.curate.clean import clean_cases, clean_corpus
 from shicheng.curate.datasets import build_stage_rows, write_jsonl_rows, write_stages
 from shicheng.curate.importers import import_path
 from shicheng.curate.ledger import Ledger
+from shicheng.curate.rxread import UnreadablePrescription, read_prescription
+from shicheng.curate.scrub import redact
 from shicheng.curate.split import SPLITS, split_cases
 from shicheng.domain import Case, Master, load_master
-from shicheng.prescription import apply_to_previous, format_herbs, parse_prescription, refers_to_previous
+from shicheng.prescription import apply_to_previous, format_herbs, refers_to_previous
 
 SKIP_NAMES = ("README", "mapping")  # documentation and column mappings travel with materials; they are not data
+MAX_WARNINGS = 200  # the card lists this many; `warnings_total` counts them all
 
 
 @dataclass
@@ -39,8 +43,7 @@ def discover(materials: list[Path]) -> tuple[list[Path], list[Path], dict[Path, 
     """(data files, master YAML files, csv/xlsx -> sibling mapping.yaml) under the given paths, sorted."""
     files, master_files, mappings = [], [], {}
     for root in materials:
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for p in paths:
+        for p in _files_under(root):
             if p.parent.name == "masters" and p.suffix in (".yaml", ".yml"):
                 master_files.append(p)
             elif p.name.startswith(SKIP_NAMES) or p.name.startswith("."):
@@ -51,6 +54,46 @@ def discover(materials: list[Path]) -> tuple[list[Path], list[Path], dict[Path, 
                 if p.suffix.lower() in (".csv", ".xlsx") and sibling.exists():
                     mappings[p] = sibling
     return files, master_files, mappings
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+
+
+def source_names(materials: list[Path]) -> dict[Path, str]:
+    """file -> the name sources give it: its path relative to its materials root (POSIX separators).
+
+    The same materials curated from two places give the same output. With several folders each name
+    starts with its folder's name; a name that would still repeat gets "#2", "#3" …
+    """
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for root in materials:
+        prefix = f"{root.name}/" if len(materials) > 1 and root.is_dir() else ""
+        for p in _files_under(root):
+            if p in names:
+                continue
+            name = prefix + (p.relative_to(root).as_posix() if root.is_dir() else p.name)
+            unique, k = name, 1
+            while unique in taken:
+                k += 1
+                unique = f"{name}#{k}"
+            names[p] = unique
+            taken.add(unique)
+    return names
+
+
+def materials_fingerprint(materials: list[Path], names: dict[Path, str]) -> list[dict]:
+    """Per materials root: the number of files and one sha256 over their names and bytes. The card records
+    this instead of the paths as typed, which differ between machines and may name a person."""
+    out = []
+    for root in materials:
+        digest, n = hashlib.sha256(), 0
+        for p in _files_under(root):
+            digest.update(f"{names[p]}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
+            n += 1
+        out.append({"files": n, "sha256": digest.hexdigest()})
+    return out
 
 
 SYNTHETIC_MARKS = ("合成演示数据", "synthetic demonstration data")
@@ -75,16 +118,23 @@ def load_masters(paths: list[Path]) -> dict[str, Master]:
 
 
 def complete_followups(case: Case) -> Case:
-    """Parse prescriptions; a follow-up written as 上方去X加Y becomes the full list (kept after the original)."""
+    """Parse prescriptions; a follow-up written as 上方去X加Y becomes the full list (kept after the original).
+
+    A visit whose prescription the parser fails on is left as imported: the expand step (composer or
+    teacher) reads it again and rejects the case with the parser's reason."""
     visits = []
     for k, v in enumerate(case.visits):
         text = v.answer.prescription if v.answer else None
         if text:
-            parsed = parse_prescription(text)
-            rx = parsed.prescription
-            if k > 0 and refers_to_previous(text) and visits[k - 1].prescription:
-                rx = apply_to_previous(visits[k - 1].prescription, parsed)
-                text = f"{text.rstrip('。')}。全方：{format_herbs(rx.herbs)}"
+            try:
+                parsed = read_prescription(text)
+                rx = parsed.prescription
+                if k > 0 and refers_to_previous(text) and visits[k - 1].prescription:
+                    rx = apply_to_previous(visits[k - 1].prescription, parsed)
+                    text = f"{text.rstrip('。')}。全方：{format_herbs(rx.herbs)}"
+            except UnreadablePrescription:
+                visits.append(v)
+                continue
             v = v.model_copy(update={"prescription": rx, "answer": v.answer.model_copy(update={"prescription": text})})
         visits.append(v)
     return case.model_copy(update={"visits": visits})
@@ -100,18 +150,21 @@ def curate(materials: list[Path], out_dir: Path, mapping: Path | None = None, ma
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger()
-    files, master_files, mappings = discover([Path(m) for m in materials])
+    materials = [Path(m) for m in materials]
+    files, master_files, mappings = discover(materials)
+    names = source_names(materials)
     if masters_dir is not None:
         master_files += sorted(Path(masters_dir).glob("*.y*ml"))
     masters = load_masters(master_files)
-    names = {m.name: m.id for m in masters.values()} | {m.id: m.id for m in masters.values()}
+    master_names = {m.name: m.id for m in masters.values()} | {m.id: m.id for m in masters.values()}
     cases: list[Case] = []
     corpus: list[dict] = []
     warnings: list[str] = []
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("import", total=len(files))
         for path in files:
-            result = import_path(path, ledger, mapping=mapping or mappings.get(path), masters=names)
+            result = import_path(path, ledger, mapping=mapping or mappings.get(path), masters=master_names,
+                                 name=names[path])
             if is_synthetic(path):
                 result.cases = [c.model_copy(update={"synthetic": True}) for c in result.cases]
             cases += result.cases
@@ -148,7 +201,8 @@ def curate(materials: list[Path], out_dir: Path, mapping: Path | None = None, ma
                       {k: v for k, v in split_info.items() if k != "assignment"},
                       {"seed": seed, "masters": sorted(masters), "synthetic": any(c.synthetic for c in cases)
                        or any(m.fictional for m in masters.values()), "teacher": teacher.model if teacher else
-                       "offline composer", "warnings": warnings[:200], "materials": [str(m) for m in materials]})
+                       "offline composer", "warnings": [redact(w) for w in warnings[:MAX_WARNINGS]],
+                       "warnings_total": len(warnings), "materials": materials_fingerprint(materials, names)})
     write_card(out_dir, card)
     return CurateResult(out_dir=out_dir, card=card, ledger=ledger, cases=split_info["cases"],
                         seconds=time.perf_counter() - t0)

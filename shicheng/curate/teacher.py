@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from shicheng.curate.ledger import Ledger
+from shicheng.curate.rxread import UnreadablePrescription, read_prescription
 from shicheng.domain import REQUIRED_OUTPUT_KEYS, SECTION_BY_KEY, Answer, Case, Master, Visit
 from shicheng.knowledge import load_knowledge
-from shicheng.prescription import parse_prescription
 from shicheng.prompts import describe_visit
 from shicheng.template import parse_answer, render_answer
 
@@ -144,7 +144,8 @@ def teacher_messages(case: Case, visit_index: int, master: Master | None, feedba
 # The ledger's reasons are English; the teacher is told the same thing in the prompt's language.
 _REASON_ZH = (("prescription changed", "处方药物被改动"), ("missing sections", "缺少小节"),
               ("syndrome changed", "辨证被改动"), ("must keep", "须保留"), ("got", "实际为"),
-              ("added ", "多出 "), ("dropped ", "缺少 "), ("empty reply", "回复为空"), ("辨证 ", "辨证"), (": ", "："),
+              ("added ", "多出 "), ("dropped ", "缺少 "), ("empty reply", "回复为空"),
+              ("prescription unreadable", "处方无法解析"), ("prescription parser failed", "处方解析失败"), ("辨证 ", "辨证"), (": ", "："),
               ("; ", "；"))
 
 
@@ -173,8 +174,9 @@ def syndrome_kept(master_syndrome: str, reply_syndrome: str) -> bool:
 
 
 def herb_set(prescription_text: str) -> set[str]:
-    """Base herbs of a prescription; a herb the lexicon does not know counts by its written name."""
-    return {h.base or h.raw for h in parse_prescription(prescription_text).herbs}
+    """Base herbs of a prescription; a herb the lexicon does not know counts by its written name.
+    Raises UnreadablePrescription when the parser fails on the text."""
+    return {h.base or h.raw for h in read_prescription(prescription_text).herbs}
 
 
 def check_reply(text: str, gold: Answer) -> tuple[Answer | None, str | None]:
@@ -185,7 +187,11 @@ def check_reply(text: str, gold: Answer) -> tuple[Answer | None, str | None]:
         return None, "missing sections: " + "、".join(SECTION_BY_KEY[k].zh for k in missing)
     if not syndrome_kept(gold.syndrome, parsed.answer.syndrome):
         return None, f"syndrome changed: 辨证 must keep '{gold.syndrome}', got '{parsed.answer.syndrome[:80]}'"
-    want, got = herb_set(gold.prescription), herb_set(parsed.answer.prescription)
+    want = herb_set(gold.prescription)  # checked readable before any call (_Teacher.expand_visit)
+    try:
+        got = herb_set(parsed.answer.prescription)
+    except UnreadablePrescription as e:
+        return None, f"prescription unreadable: {e}"
     if want != got:
         diff = []
         if got - want:
@@ -272,6 +278,12 @@ class _Teacher:
     async def expand_visit(self, case: Case, index: int, master: Master | None) -> _Outcome:
         gold = master_gold(case.visits[index])
         out = _Outcome()
+        try:
+            herb_set(gold.prescription)
+        except UnreadablePrescription as e:
+            # No reply could be checked against this prescription: fail the visit without calling the teacher.
+            out.kind, out.reason = "failed", f"master's prescription unreadable: {e}"
+            return out
         feedback, invalid = None, 0
         for attempt in range(self.config.max_retries + 1):
             messages = teacher_messages(case, index, master, feedback)
@@ -370,8 +382,8 @@ def _assemble(cases: list[Case], results: dict[tuple[int, int], _Outcome], ledge
             else:
                 stats.invalid += 1
             last_reply = out.last_reply or last_reply
-            problems.append((out.kind, f"{_visit_name(visit, vi)} after {len(out.attempts)} attempt(s): "
-                                       f"{out.reason}"))
+            tries = f" after {len(out.attempts)} attempt(s)" if out.attempts else ""
+            problems.append((out.kind, f"{_visit_name(visit, vi)}{tries}: {out.reason}"))
         if not problems:
             kept.append(case.model_copy(update={"visits": visits}))
             ledger.keep(STEP)

@@ -8,6 +8,7 @@ herb, processing). Processed forms map to their base herb so that matching and s
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from shicheng.knowledge.loader import (
     IncompatibilityRule,
     KnowledgeError,
     UnitTable,
+    components_table,
     read_files,
 )
 
@@ -33,7 +35,23 @@ PREFIXES: tuple[str, ...] = (
 )
 # Place-of-origin prefixes (道地) are not processing: they are dropped from the label.
 ORIGIN_PREFIXES = frozenset("川广建怀杭亳云北南")
+# Origin prefix + herb names that are a different plant, not that herb from another place. Unless the
+# lexicon lists them as their own herb they stay unknown, never read as the herb inside them
+# (中华本草 / 中药大辞典: 南天仙子 = 水蓑衣 Hygrophila seed, not 天仙子 Hyoscyamus; 云防风 = Seseli
+# yunnanense and 川防风 = Ligusticum brachylobum, not 防风 Saposhnikovia; 广升麻 = Serratula chinensis,
+# not 升麻 Cimicifuga).
+NOT_ORIGIN_FORMS = frozenset(("南天仙子", "云防风", "川防风", "广升麻"))
 SUFFIXES: dict[str, str] = {"炭": "炒炭", "粉": "研粉", "末": "研末", "霜": "制霜", "片": "饮片"}
+# Processing written after the herb (山药炒, 黄柏盐水炒, 草乌制). Longest first. The value is the prefix
+# form to look up (盐水炒 -> 盐: 盐黄柏 is the 盐水炙 product, ChP 2020 通则 0213 盐炙法).
+POSTFIXES: dict[str, str] = {
+    "盐水炒": "盐", "盐水炙": "盐", "盐水制": "盐", "姜汁炒": "姜汁炒", "姜汁炙": "姜", "米泔制": "米泔制",
+    "酒炒": "酒炒", "酒蒸": "酒蒸", "酒洗": "酒洗", "酒炙": "酒炙", "酒制": "酒制", "酒浸": "酒", "醋炒": "醋炒",
+    "醋炙": "醋炙", "醋制": "醋制", "蜜炙": "蜜炙", "蜜炒": "蜜", "盐炒": "盐炒", "盐炙": "盐炙", "麸炒": "麸炒",
+    "土炒": "土炒", "米炒": "米炒", "炒焦": "炒焦", "炒黄": "炒", "炒炭": "炒炭", "炒香": "炒", "姜制": "姜",
+    "制": "制", "炒": "炒", "炙": "炙", "煅": "煅", "炮": "炮", "煨": "煨", "蒸": "蒸", "焙": "焙", "烫": "烫",
+}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -53,16 +71,20 @@ class Knowledge:
     dose_ranges: dict[str, DoseRangeRow]  # base herb -> range
     units: UnitTable
     surfaces: dict[str, Resolved] = field(default_factory=dict)
+    components: dict[str, tuple[str, ...]] = field(default_factory=dict)  # 朱茯神 -> (朱砂,): components.csv
     _t2s: opencc.OpenCC = field(default_factory=lambda: opencc.OpenCC("t2s"), repr=False)
 
     def to_simplified(self, text: str) -> str:
-        return self._t2s.convert(text)
+        # OpenCC encodes to UTF-8, which a lone surrogate (from a broken decode upstream) cannot pass.
+        return self._t2s.convert(_SURROGATE.sub("\ufffd", text))
 
     def resolve(self, word: str) -> Resolved | None:
         """Written herb name -> Resolved, trying the lexicon, then processing prefixes and suffixes."""
         hit = self.surfaces.get(word)
         if hit is not None:
             return hit
+        if word in NOT_ORIGIN_FORMS:
+            return None
         for suffix, label in SUFFIXES.items():
             if word.endswith(suffix) and len(word) > 2:
                 inner = self.resolve(word[: -len(suffix)])
@@ -78,6 +100,18 @@ class Knowledge:
                     proc = "+".join(p for p in (prefix, inner.processing) if p)
                     return Resolved(prefix + inner.name, inner.base, proc)
         return None
+
+    def resolve_postfix(self, herb: str, post: str) -> Resolved | None:
+        """A herb with its processing written after it (山药炒 = 炒山药); None if `herb` is not a herb."""
+        inner = self.resolve(herb)
+        if inner is None:
+            return None
+        for prefix in dict.fromkeys((POSTFIXES.get(post, post), post)):
+            hit = self.resolve(prefix + herb)
+            if hit is not None and hit.base == inner.base:
+                return hit
+        proc = "+".join(p for p in (post, inner.processing) if p)
+        return Resolved(post + inner.name, inner.base, proc)
 
     def base_of(self, word: str) -> str | None:
         hit = self.resolve(word)
@@ -199,7 +233,10 @@ def _build(raw) -> Knowledge:
     for loc, row in raw.dose_ranges:
         base = need(row.herb, loc)
         if base is not None:
+            if base in kb.dose_ranges:
+                problems.append(f"{loc}: dose range for '{row.herb}' ({base}) given twice")
             kb.dose_ranges[base] = row
+    kb.components = components_table(raw.components, kb.resolve, problems)
     if problems:
         raise KnowledgeError(problems)
     return kb

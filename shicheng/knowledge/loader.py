@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -88,6 +90,14 @@ class DoseRangeRow(_Row):
     source: str
 
 
+class ComponentRow(_Row):
+    """A written form that carries other drugs (朱茯神 = 茯神 coated with 朱砂): components.csv."""
+
+    name: str = Field(min_length=1)
+    components: list[str] = Field(min_length=1)
+    source: str = Field(min_length=1)
+
+
 class UnitTable(_Row):
     version: int = 1
     grams: dict[str, float]
@@ -105,6 +115,7 @@ class RawKnowledge:
     rules: list[tuple[str, IncompatibilityRule]] = field(default_factory=list)
     pregnancy: list[tuple[str, PregnancyRow]] = field(default_factory=list)
     dose_ranges: list[tuple[str, DoseRangeRow]] = field(default_factory=list)
+    components: list[tuple[str, ComponentRow]] = field(default_factory=list)
     units: UnitTable | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -203,9 +214,54 @@ def read_files(data_dir: Path = DATA_DIR, units_file: Path | None = None) -> Raw
             item = _validate(model, row, loc, p)
             if item is not None:
                 target.append((loc, item))
+    seen: dict[str, str] = {}
     for loc, row in raw.dose_ranges:
         if row.min_g > row.max_g:
             p.append(f"{loc}: min_g {row.min_g} > max_g {row.max_g}")
+        if row.herb in seen:
+            p.append(f"{loc}: dose range for '{row.herb}' already given at {seen[row.herb]}")
+        seen.setdefault(row.herb, loc)
+    # Optional: a data folder made before components.csv existed still loads, with no components.
+    if (data_dir / "components.csv").exists():
+        for loc, row in _csv_rows(data_dir / "components.csv", p):
+            item = _validate(ComponentRow, {**row, "components": _split(row.get("components"))}, loc, p)
+            if item is not None:
+                raw.components.append((loc, item))
     units_path = units_file or data_dir / "units.yaml"
     raw.units = _validate(UnitTable, _yaml(units_path, p), units_path.name, p)
     return raw
+
+
+def components_table(rows: list[tuple[str, ComponentRow]], resolve: Callable[[str], Any],
+                     problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """Cross-check components.csv against the lexicon: standard written form -> canonical component herbs.
+
+    `resolve` is `Knowledge.resolve`. The name must be the standard form the lexicon resolves it to (so a
+    prescription's `HerbItem.name` finds it), and each component must be a canonical herb other than the
+    carrier itself.
+    """
+    table: dict[str, tuple[str, ...]] = {}
+    for loc, row in rows:
+        hit = resolve(row.name)
+        if hit is None:
+            problems.append(f"{loc}: unknown herb '{row.name}'")
+            continue
+        if hit.name != row.name:
+            problems.append(f"{loc}: components name '{row.name}', use its standard written form '{hit.name}'")
+            continue
+        if row.name in table:
+            problems.append(f"{loc}: '{row.name}' listed twice")
+            continue
+        comps = []
+        for comp in row.components:
+            part = resolve(comp)
+            if part is None:
+                problems.append(f"{loc}: unknown herb '{comp}'")
+            elif part.base != comp:
+                problems.append(f"{loc}: component '{comp}', use its base herb '{part.base}'")
+            elif part.base == hit.base:
+                problems.append(f"{loc}: '{comp}' is the herb '{row.name}' itself, not a component")
+            elif comp not in comps:
+                comps.append(comp)
+        table[row.name] = tuple(comps)
+    return table

@@ -2,80 +2,84 @@
 
 One app serves one backend (a local model or an OpenAI-compatible endpoint) and the masters that model
 was trained on. Each master is a model id (`shicheng-<master id>`), so any OpenAI client picks a master
-by picking a model; `shicheng` alone answers without one. A client that sends only a user turn is asked
-with our master system prompt (shicheng.prompts), the way the model was trained.
+by picking a model; `shicheng` alone answers without one. Chat answers are asked with our master system
+prompt and safety-checked (shicheng.serve.chat); consultations are the agent's (shicheng.agent).
+
+Requests pass, outermost first: the request log and body-size limit (limits.RequestGuard), then the API
+key and body-type check and the security headers (security.ApiGuard), before FastAPI parses anything. A
+non-streamed request whose client hangs up is cancelled like a stream: its place in the queue is given
+back and a running generation stops. A prompt that does not fit the model's context gets 400.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi import FastAPI, Request, Security
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shicheng.agent import Backend, ConsultError
-from shicheng.agent.consult import visit_position
-from shicheng.domain import Case, Master
+from shicheng.agent.backends import PromptTooLong, check_prompt_fits
+from shicheng.agent.consult import consult_messages, consult_stream, visit_position
+from shicheng.domain import Master
 from shicheng.prompts import system_prompt
 from shicheng.serve.cases import build_case
-from shicheng.serve.limits import GenerationQueue, QueueFull, RequestGuard, Ticket, error_body
+from shicheng.serve.chat import ChatTurn, chat_messages
+from shicheng.serve.errors import ApiError, add_error_handlers, generation_failed
+from shicheng.serve.limits import (
+    ClientGone,
+    GenerationQueue,
+    QueueFull,
+    RequestGuard,
+    Ticket,
+    collect,
+    unless_disconnected,
+)
 from shicheng.serve.page import render_index
 from shicheng.serve.schemas import ChatRequest, ConsultRequest
+from shicheng.serve.security import ApiGuard
 
 log = logging.getLogger("shicheng.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_TOKENS = 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
-        self.headers = headers or {}
+# Documents the scheme in the OpenAPI description; ApiGuard enforces it before the body is read.
+BEARER = HTTPBearer(auto_error=False, description="the key named by `shicheng serve --api-key-env`")
+CLIENT_CLOSED = 499  # the client closed the connection before the answer (nginx's status)
 
 
 def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None = None, max_queue: int = 8,
                max_body_bytes: int = 64_000, log_patient_text: bool = False, model_name: str = "shicheng",
-               concurrency: int = 1) -> FastAPI:
-    """The app for one backend. `concurrency` > 1 only makes sense for an endpoint that batches (vLLM)."""
+               concurrency: int = 1, chat_safety_notice: bool = True) -> FastAPI:
+    """The app for one backend. `concurrency` > 1 only makes sense for an endpoint that batches (vLLM).
+    `chat_safety_notice` appends the safety notice to chat answers that hold a prescription."""
     queue = GenerationQueue(concurrency=concurrency, max_waiting=max_queue)
     models = Models(model_name, masters)
     index_html = render_index(model_name)
+    docs_html = (STATIC_DIR / "docs.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         queue.shutdown()
 
+    # Swagger UI and ReDoc load from a CDN: off, and /docs is our own offline page over /openapi.json.
     app = FastAPI(title="shicheng", summary="师承 clinical agents: OpenAI-compatible API and clinician page",
-                  lifespan=lifespan, docs_url="/docs", redoc_url=None)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue
+    app.add_middleware(ApiGuard, api_key=api_key)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
-    _add_error_handlers(app)
-
-    async def authorize(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if not header:
-            raise ApiError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                           code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
-            raise ApiError(401, "incorrect API key", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    add_error_handlers(app)
+    auth = [Security(BEARER)]
 
     def note_patient_text(request: Request, what: str, payload) -> None:
         if log_patient_text:
@@ -87,8 +91,15 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(index_html, headers={
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'"})
+        return HTMLResponse(index_html)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_html)
+
+    @app.get("/static/index.html", include_in_schema=False)
+    async def no_raw_template() -> RedirectResponse:
+        return RedirectResponse("/", status_code=308)  # the file is a template; the page is at /
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -97,81 +108,76 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
         return {"status": "ok", "backend": getattr(backend, "name", type(backend).__name__),
                 "masters": sorted(masters), "queue": queue.stats()}
 
-    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    @app.get("/v1/models", dependencies=auth)
     async def list_models() -> dict:
         return {"object": "list", "data": models.listing()}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatRequest, request: Request):
+        """OpenAI chat completions; the answer's safety check is in the extra field `shicheng`."""
         master = models.resolve(body.model)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
-        if not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt(master)})
-        gen = {"max_new_tokens": body.max_tokens or body.max_completion_tokens or DEFAULT_MAX_TOKENS,
-               "temperature": body.temperature, "top_p": body.top_p}
+        messages, system_mode = chat_messages(body, master, models.our_prompts)
+        asked = body.max_tokens or body.max_completion_tokens
+        max_new = _fit(backend, messages, asked, DEFAULT_MAX_TOKENS, "messages")
+        notice = chat_safety_notice if body.safety_notice is None else body.safety_notice
+        turn = ChatTurn(body, messages, system_mode, max_new, notice, f"chatcmpl-{uuid.uuid4().hex}",
+                        int(time.time()))
         note_patient_text(request, "messages", messages)
         ticket = _admit(queue)
-        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def on_result(result, text: str) -> None:
+            if result is not None:
+                note_tokens(request, result.prompt_tokens, result.completion_tokens)
+            note_patient_text(request, "answer", text)
+
         if body.stream:
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _chat_stream(ticket, backend, messages, gen, body.model, reply_id, created, usage,
-                                  request, note_tokens, note_patient_text)
-            return _SlotStreamingResponse(ticket, events)
+            return _SlotStreamingResponse(ticket, turn.stream(ticket, backend, on_result))
+        holder: dict = {}
+
+        def make_stream():
+            holder["stream"] = backend.stream(messages, **turn.gen)
+            return holder["stream"]
+
         try:
-            result = await ticket.call(backend.generate, messages, **gen)
+            parts = await unless_disconnected(collect(ticket, make_stream), request.receive)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED)
         except Exception as e:
-            raise _generation_failed(e) from e
-        note_tokens(request, result.prompt_tokens, result.completion_tokens)
-        note_patient_text(request, "answer", result.text)
-        finish = "length" if result.completion_tokens >= gen["max_new_tokens"] else "stop"
-        return {"id": reply_id, "object": "chat.completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                             "finish_reason": finish}],
-                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                          "total_tokens": result.prompt_tokens + result.completion_tokens}}
+            raise generation_failed(e) from e
+        result = getattr(holder.get("stream"), "result", None)
+        text = result.text if result is not None else "".join(parts)
+        on_result(result, text)
+        return turn.completion(text, result)
 
-    @app.post("/v1/consult", dependencies=[Depends(authorize)])
-    async def consult_endpoint(body: ConsultRequest, request: Request) -> dict:
-        from shicheng.agent import consult
-
+    @app.post("/v1/consult", dependencies=auth)
+    async def consult_endpoint(body: ConsultRequest, request: Request):
+        """A consultation; `safety` says which herbs were not dose-checked and which names not recognised."""
         master = models.resolve_master(body.master)
-        case, visit_index = _case_for(body)
-        note_patient_text(request, "case", case.model_dump(mode="json", exclude_none=True))
+        events = _consult_events(body, master, request)
         ticket = _admit(queue)
         try:
-            result = await ticket.call(consult, backend, case, master, body.task, visit_index=visit_index,
-                                       max_new_tokens=body.max_tokens, temperature=body.temperature,
-                                       top_p=body.top_p)
+            items = await unless_disconnected(collect(ticket, lambda: events), request.receive)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED)
         except Exception as e:
-            raise _generation_failed(e) from e
-        note_tokens(request, result.prompt_tokens, result.completion_tokens)
-        note_patient_text(request, "answer", result.raw_text)
-        return result.model_dump(mode="json")
+            raise generation_failed(e) from e
+        result = items[-1]["consultation"]
+        note_tokens(request, result.get("prompt_tokens"), result.get("completion_tokens"))
+        note_patient_text(request, "answer", result.get("raw_text"))
+        return result
 
-    @app.post("/v1/consult/stream", dependencies=[Depends(authorize)])
+    @app.post("/v1/consult/stream", dependencies=auth)
     async def consult_stream_endpoint(body: ConsultRequest, request: Request):
         """Server-sent events: {"type": "delta", "text"} …, then {"type": "result", "consultation"}."""
-        from shicheng.agent import consult_stream
-
         master = models.resolve_master(body.master)
-        case, visit_index = _case_for(body)
-        note_patient_text(request, "case", case.model_dump(mode="json", exclude_none=True))
-        # consult_stream checks the case now and generates only when iterated (on the worker).
-        generator = _checked(consult_stream, backend, case, master, body.task, visit_index=visit_index,
-                             max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p)
+        generator = _consult_events(body, master, request)
         ticket = _admit(queue)
-
-        def make_events():
-            return generator
 
         async def events() -> AsyncIterator[str]:
             try:
-                async for event in ticket.stream(make_events):
+                async for event in ticket.stream(lambda: generator):
                     if event.get("type") == "result":
                         result = event["consultation"]
-                        result = result if isinstance(result, dict) else result.model_dump(mode="json")
-                        event = {"type": "result", "consultation": result}
                         note_tokens(request, result.get("prompt_tokens"), result.get("completion_tokens"))
                         note_patient_text(request, "answer", result.get("raw_text"))
                     yield _sse(event)
@@ -182,6 +188,18 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
 
         return _SlotStreamingResponse(ticket, events())
 
+    def _consult_events(body: ConsultRequest, master: Master | None, request: Request):
+        """The consultation's event generator; the case, visit and prompt length are checked now (4xx), the
+        generation runs only when it is iterated (on the worker)."""
+        case, visit_index, facts = _checked(build_case, body)
+        note_patient_text(request, "case", case.model_dump(mode="json", exclude_none=True))
+        visit_index = _checked(visit_position, case, visit_index, body.task)
+        messages = consult_messages(case, master, body.task, visit_index)
+        asked = body.max_tokens if "max_tokens" in body.model_fields_set else None
+        max_new = _fit(backend, messages, asked, body.max_tokens, "text")
+        return _checked(consult_stream, backend, case, master, body.task, visit_index=visit_index, facts=facts,
+                        max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p)
+
     return app
 
 
@@ -191,6 +209,8 @@ class Models:
     def __init__(self, name: str, masters: dict[str, Master]):
         self.name, self.masters = name, masters
         self.created = int(time.time())
+        # Our own system prompts: a client that sends one of them (an agent in front of us) is kept as is.
+        self.our_prompts = {system_prompt(None).strip(), *(system_prompt(m).strip() for m in masters.values())}
 
     def ids(self) -> list[str]:
         return [self.name, *(f"{self.name}-{mid}" for mid in sorted(self.masters))]
@@ -226,10 +246,17 @@ class Models:
                            param="master") from None
 
 
-def _case_for(body: ConsultRequest) -> tuple[Case, int]:
-    case, visit_index = _checked(build_case, body)
-    _checked(visit_position, case, visit_index, body.task)
-    return case, visit_index
+def _fit(backend: Backend, messages: list[dict], asked: int | None, default: int, param: str) -> int:
+    """max_new_tokens for a prompt: what the client asked for if it fits (else 400 with the prompt's length
+    and the limit); without a request, the default, shortened to what is left of the context."""
+    try:
+        tokens = check_prompt_fits(backend, messages, asked)
+    except PromptTooLong as e:
+        raise ApiError(400, str(e), code="context_length_exceeded", param=param) from e
+    if asked is not None:
+        return asked
+    limit = getattr(backend, "context_length", None)
+    return default if tokens is None or not limit else min(default, limit - tokens)
 
 
 def _checked(fn, *args, **kwargs):
@@ -239,6 +266,8 @@ def _checked(fn, *args, **kwargs):
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'case'}: {x['msg']}" for x in e.errors())
         raise ApiError(422, f"invalid case: {problems}", code="invalid_case") from e
+    except PromptTooLong as e:
+        raise ApiError(400, str(e), code="context_length_exceeded") from e
     except ConsultError as e:
         raise ApiError(422, str(e), code="invalid_case") from e
 
@@ -251,54 +280,8 @@ def _admit(queue: GenerationQueue) -> Ticket:
                        headers={"Retry-After": str(e.retry_after)}) from e
 
 
-def _generation_failed(e: Exception) -> ApiError:
-    # The exception type only: a message could quote the prompt, and the log stays free of patient text.
-    log.error("generation failed: %s", type(e).__name__)
-    return ApiError(502, f"generation failed: {type(e).__name__}: {e}", type_="backend_error",
-                    code="generation_failed")
-
-
 def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-async def _chat_stream(ticket: Ticket, backend: Backend, messages: list[dict], gen: dict, model: str,
-                       reply_id: str, created: int, include_usage: bool, request: Request, note_tokens,
-                       note_patient_text) -> AsyncIterator[str]:
-    """OpenAI `chat.completion.chunk` events: the role, the text deltas, the finish reason, [usage], [DONE]."""
-    holder: dict = {}
-
-    def make_stream():
-        holder["stream"] = backend.stream(messages, **gen)
-        return holder["stream"]
-
-    def chunk(delta: dict, finish: str | None = None) -> str:
-        return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-
-    yield chunk({"role": "assistant", "content": ""})
-    try:
-        async for piece in ticket.stream(make_stream):
-            yield chunk({"content": piece})
-    except Exception as e:
-        log.error("chat stream failed: %s", type(e).__name__)
-        err = error_body(f"generation failed: {type(e).__name__}: {e}", "backend_error", "generation_failed")
-        yield _sse(err)
-        yield "data: [DONE]\n\n"
-        return
-    result = getattr(holder.get("stream"), "result", None)
-    finish = "stop"
-    if result is not None:
-        note_tokens(request, result.prompt_tokens, result.completion_tokens)
-        note_patient_text(request, "answer", result.text)
-        finish = "length" if result.completion_tokens >= gen["max_new_tokens"] else "stop"
-    yield chunk({}, finish)
-    if include_usage and result is not None:
-        yield _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [], "usage": {"prompt_tokens": result.prompt_tokens,
-                                             "completion_tokens": result.completion_tokens,
-                                             "total_tokens": result.prompt_tokens + result.completion_tokens}})
-    yield "data: [DONE]\n\n"
 
 
 class _SlotStreamingResponse(StreamingResponse):
@@ -313,33 +296,3 @@ class _SlotStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.ticket.abandon()
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(e.message, e.type, e.code, e.param), status_code=e.status, headers=e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
-        # Field and reason only; pydantic's `input` would echo the (patient) text back.
-        problems, first = [], None
-        for err in e.errors():
-            if err["type"] == "json_invalid":
-                position = err["loc"][1] if len(err["loc"]) > 1 else "?"
-                problems.append(f"body is not valid JSON at character {position} "
-                                f"({(err.get('ctx') or {}).get('error', 'decode error')})")
-                continue
-            loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
-            first = first or loc
-            problems.append(f"{loc}: {err['msg']}")
-        return JSONResponse(error_body("invalid request: " + "; ".join(problems), param=first,
-                                       code="invalid_request"), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        message = str(e.detail)
-        if e.status_code in (404, 405):
-            message = f"{message}: {request.method} {request.url.path}"
-        return JSONResponse(error_body(message, code=str(e.status_code)), status_code=e.status_code,
-                            headers=getattr(e, "headers", None))

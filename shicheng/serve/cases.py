@@ -1,56 +1,39 @@
-"""A consultation request -> the Case and visit the agent answers.
+"""A consultation request -> the Case and visit the agent answers, and the patient facts the check uses.
 
-The form's fields and free text go through the agent's `case_from_text` (the same reader as
-`shicheng consult --text`); a follow-up's previous prescription becomes a first visit, so the prompt
-carries it exactly as training's follow-up examples did (prompts.user_prompt).
+The form's fields and free text go through the agent's `read_text_case` (the same reader as
+`shicheng consult --text`): traditional characters normalised, patient facts read from the text
+unless the request's sex/age/pregnant fields say otherwise, a previous prescription (the request's or
+one written in the text, 前方：…) made into a first visit, so the prompt carries it exactly as training's
+follow-up examples did (prompts.user_prompt).
 """
 
 from __future__ import annotations
 
-from shicheng.agent import case_from_text
-from shicheng.agent.consult import VISIT_TEXT_FIELDS
-from shicheng.domain import Answer, Case, Patient, Visit
+from shicheng.agent.cases import (
+    VISIT_TEXT_FIELDS,
+    case_texts,
+    flag_facts,
+    read_text_case,
+    resolve_patient,
+    with_previous_prescription,
+)
+from shicheng.domain import Case
+from shicheng.records import PatientFact
 from shicheng.serve.schemas import ConsultRequest
 
 FORM_FIELDS = tuple(f for f in VISIT_TEXT_FIELDS if f != "other_findings")
 
 
-def build_case(req: ConsultRequest) -> tuple[Case, int]:
-    """The case and the 0-based (or negative) visit index to answer; raises ConsultError on a bad case."""
+def build_case(req: ConsultRequest) -> tuple[Case, int, list[PatientFact]]:
+    """The case, the 0-based (or negative) visit index to answer and the facts used; ConsultError on a bad case."""
+    sex = req.sex if req.sex not in (None, "unknown") else None
     if req.case is not None:
-        case, visit_index = req.case, req.visit_index
-        overrides = {k: v for k, v in (("sex", req.sex), ("age", req.age), ("pregnant", req.pregnant))
-                     if v is not None}
-        if overrides:
-            patient = Patient.model_validate({**case.patient.model_dump(), **overrides})
-            case = case.model_copy(update={"patient": patient})
-    else:
-        fields = {f: getattr(req, f) for f in FORM_FIELDS if getattr(req, f)}
-        case = case_from_text(req.text or "", sex=req.sex, age=req.age, pregnant=bool(req.pregnant),
-                              case_id="web-form", **fields)
-        visit_index = -1
-    if req.previous_prescription:
-        case, visit_index = _with_previous(case, visit_index, req.previous_prescription)
-    return case, visit_index
-
-
-def _with_previous(case: Case, visit_index: int, prescription: str) -> tuple[Case, int]:
-    """Put the previous prescription on the visit before the answered one (a new first visit if none)."""
-    from shicheng.agent import ConsultError
-    from shicheng.prescription import parse_prescription
-
-    n = len(case.visits)
-    idx = visit_index + n if visit_index < 0 else visit_index
-    if not 0 <= idx < n:
-        raise ConsultError(f"case {case.id}: no visit {visit_index} (it has {n} visit(s))")
-    previous = Visit(index=1, label="上次就诊", answer=Answer(prescription=prescription),
-                     prescription=parse_prescription(prescription).prescription)
-    if idx == 0:
-        current = case.visits[0].model_copy(update={"index": 2})
-        visits = [previous, current, *(v.model_copy(update={"index": v.index + 1}) for v in case.visits[1:])]
-        return case.model_copy(update={"visits": visits}), 1
-    before = case.visits[idx - 1]
-    replaced = before.model_copy(update={"answer": (before.answer or Answer()).model_copy(
-        update={"prescription": prescription}), "prescription": previous.prescription})
-    visits = [*case.visits[:idx - 1], replaced, *case.visits[idx:]]
-    return case.model_copy(update={"visits": visits}), idx
+        case, facts = resolve_patient(req.case, case_texts(req.case), flag_facts(sex, req.age, req.pregnant),
+                                      "case")
+        visit_index = req.visit_index
+        if req.previous_prescription:
+            case, visit_index = with_previous_prescription(case, visit_index, req.previous_prescription)
+        return case, visit_index, facts
+    fields = {f: getattr(req, f) for f in FORM_FIELDS if getattr(req, f)}
+    return read_text_case(req.text or "", sex=sex, age=req.age, pregnant=req.pregnant,
+                          previous_prescription=req.previous_prescription, case_id="web-form", **fields)

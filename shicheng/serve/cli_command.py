@@ -53,9 +53,14 @@ def _is_loopback(host: str) -> bool:
 def build_app(model: str, *, api_key_env: str | None = None, backend: str = "auto", max_queue: int = 8,
               log_patient_text: bool = False, masters: str | Path | None = None, backend_model: str | None = None,
               backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
-              max_body_bytes: int = 64_000, host: str = "127.0.0.1"):
-    """The configured app for `model` (a model directory or an http(s) endpoint URL)."""
+              max_body_bytes: int = 64_000, host: str = "127.0.0.1", insecure: bool = False,
+              chat_safety_notice: bool = True):
+    """The configured app for `model` (a model directory or an http(s) endpoint URL).
+
+    A non-loopback `host` needs an API key, or `insecure` said out loud: `serve --help` promises that the
+    server stays on loopback unless a key is set."""
     from shicheng.agent import is_url, make_backend
+    from shicheng.agent.backends import BackendUnavailable
     from shicheng.serve.app import create_app
 
     api_key = None
@@ -65,8 +70,12 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
             raise ServeError(f"--api-key-env {api_key_env}: the environment variable is not set or empty; "
                              "export the key in it, or leave the option out to serve without a key")
     elif not _is_loopback(host):
-        log.warning("serving on %s without an API key: anyone who can reach this address can use the model "
-                    "(set --api-key-env)", host)
+        if not insecure:
+            raise ServeError(f"--host {host} is not a loopback address and no API key is set: anyone who can "
+                             "reach it could use the model. Set --api-key-env VAR (clients send 'Authorization: "
+                             "Bearer <key>'), or add --insecure to serve it without a key anyway")
+        log.warning("serving on %s without an API key (--insecure): anyone who can reach this address can use "
+                    "the model", host)
     if max_queue < 0 or concurrency < 1:
         raise ServeError(f"--max-queue must be ≥ 0 and --concurrency ≥ 1 (got {max_queue}, {concurrency})")
     try:
@@ -82,23 +91,26 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
     try:
         engine = make_backend(model, backend=backend, model_name=backend_model, api_key_env=backend_key_env,
                               device=device)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, BackendUnavailable) as e:
         raise ServeError(str(e)) from e
     return create_app(engine, known, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes,
-                      log_patient_text=log_patient_text, concurrency=concurrency)
+                      log_patient_text=log_patient_text, concurrency=concurrency,
+                      chat_safety_notice=chat_safety_notice)
 
 
 def serve_command(model: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
                   backend: str = "auto", max_queue: int = 8, log_patient_text: bool = False,
                   masters: str | Path | None = None, backend_model: str | None = None,
-                  backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto") -> None:
+                  backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
+                  insecure: bool = False, chat_safety_notice: bool = True) -> None:
     """Build the app and run it under uvicorn until interrupted; raises ServeError for a bad configuration."""
     import uvicorn
 
     _log_to_stderr()
     app = build_app(model, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
                     log_patient_text=log_patient_text, masters=masters, backend_model=backend_model,
-                    backend_key_env=backend_key_env, concurrency=concurrency, device=device, host=host)
+                    backend_key_env=backend_key_env, concurrency=concurrency, device=device, host=host,
+                    insecure=insecure, chat_safety_notice=chat_safety_notice)
     if log_patient_text:
         log.warning("--log-patient-text: request and answer texts go to the log; keep it out of production")
     # Our own request log (shicheng.serve) replaces uvicorn's access log: same facts plus token counts.

@@ -6,6 +6,10 @@ meanwhile). At most `concurrency` run and `max_waiting` wait; the next one is re
 `QueueFull`, which the app turns into 429 + Retry-After. A slot is given back only when its worker
 thread has finished, so a client that hangs up mid-stream cannot let two generations share one model.
 
+`unless_disconnected` runs a non-streamed request the way a stream runs: when its client hangs up, the
+work is cancelled (a ticket still in line gives its place back; a running stream stops at its next
+token), so an abandoned request neither holds a place nor keeps the model busy.
+
 `RequestGuard`: a pure ASGI middleware (pure so that it sees streamed responses to their end) that
 refuses bodies over the size limit with 413 before any parsing, and writes one log line per request:
 method, path, status, latency and token counts. Never the body: patient text reaches the log only
@@ -15,12 +19,13 @@ through the app's own `log_patient_text` switch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -159,6 +164,40 @@ class Ticket:
         if not self._done:
             self._done = True
             self._queue._release(True, seconds)
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready; the work was cancelled and its place given back."""
+
+
+async def _until_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(work: Awaitable[T], receive) -> T:
+    """Await `work` while watching the connection: if the client goes first, cancel `work` (a ticket waiting
+    in line gives its place back; a running one stops its generation) and raise ClientGone."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task in done:
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise ClientGone()
+
+
+async def collect(ticket: Ticket, make_iter: Callable[[], Iterator[T]]) -> list[T]:
+    """Every item of a ticket's stream: how a non-streamed request runs, so that it can be cancelled."""
+    return [item async for item in ticket.stream(make_iter)]
 
 
 class _Failure:

@@ -51,6 +51,9 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="one choice per request")
+    safety_notice: bool | None = Field(
+        default=None, description="append the safety notice to an answer holding a prescription (default: the "
+                                  "server's setting); the `shicheng` response field is sent either way")
 
     @model_validator(mode="after")
     def _has_user_turn(self) -> ChatRequest:

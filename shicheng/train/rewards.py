@@ -17,12 +17,19 @@ Scales:
 - safety: 1 − 0.6 per error (十八反/十九畏 pair; 妊娠禁用 herb for a pregnant patient) − 0.1 per warning
   (妊娠慎用; daily dose outside the pharmacopoeia range), floored at 0. One incompatible pair → 0.4.
 - master_style: probability that the answer comes from the requested master (MasterStyleModel).
+
+A reward never raises on what a model writes: GRPO samples text that ends anywhere, and one exception would
+stop the run. When the answer or prescription parser fails on a completion, the failure is logged (once per
+distinct text) and the completion is scored as unreadable: an unparsed answer has no sections (format and
+syndrome score what is left, herb F1 0), and a 处方 section the parser cannot read has no herbs (herb F1 0,
+no style herbs) and scores safety 0, because a prescription that cannot be checked cannot be called safe.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
 import unicodedata
@@ -30,11 +37,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from shicheng.domain import REQUIRED_OUTPUT_KEYS, SECTION_BY_KEY, Answer, Case, Patient, Task
+from shicheng.domain import REQUIRED_OUTPUT_KEYS, SECTION_BY_KEY, Answer, Case, Patient, Prescription, Task
 from shicheng.prescription import parse_prescription
 from shicheng.safety import check_safety
 from shicheng.template import ParsedAnswer, parse_answer
 
+log = logging.getLogger(__name__)
 RewardFn = Callable[..., list]
 SAFETY_ERROR_PENALTY = 0.6
 SAFETY_WARNING_PENALTY = 0.1
@@ -93,15 +101,35 @@ def required_sections(task: Task | str | None) -> tuple[str, ...]:
     return keys or REQUIRED_OUTPUT_KEYS
 
 
+def _snippet(text: str) -> str:
+    return repr(text[:60] + ("…" if len(text) > 60 else ""))
+
+
 @functools.lru_cache(maxsize=4096)
 def _parsed(text: str) -> ParsedAnswer:
-    # GRPO scores each completion with several rewards; parse it once.
-    return parse_answer(text)
+    # GRPO scores each completion with several rewards; parse it once (and log a failure once).
+    try:
+        return parse_answer(text)
+    except Exception as e:  # a parser bug must cost this completion its score, not the training run
+        log.warning("reward: answer parser failed (%s: %s) on %s; scored as an unreadable answer",
+                    type(e).__name__, e, _snippet(text))
+        return ParsedAnswer(answer=Answer(), found=[])
 
 
 @functools.lru_cache(maxsize=4096)
+def _read_prescription(section: str) -> Prescription | None:
+    """The parsed 处方 section; None when the parser fails on it (logged once per distinct text)."""
+    try:
+        return parse_prescription(section).prescription
+    except Exception as e:  # see _parsed
+        log.warning("reward: prescription parser failed (%s: %s) on %s; scored as an unreadable prescription",
+                    type(e).__name__, e, _snippet(section))
+        return None
+
+
 def _prescription_bases(section: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(parse_prescription(section).prescription.base_herbs()))
+    rx = _read_prescription(section)
+    return () if rx is None else tuple(dict.fromkeys(rx.base_herbs()))
 
 
 def format_score(text: str, task: Task | str | None = None) -> float:
@@ -159,7 +187,14 @@ def safety_score(text: str, patient: Patient | Mapping | None = None) -> float:
         return 1.0
     if patient is not None and not isinstance(patient, Patient):
         patient = Patient(**{k: v for k, v in dict(patient).items() if v is not None})
-    findings = check_safety(parse_prescription(section).prescription, patient)
+    rx = _read_prescription(section)
+    if rx is None:
+        return 0.0
+    try:
+        findings = check_safety(rx, patient)
+    except Exception as e:  # see _parsed: unchecked is not safe
+        log.warning("reward: safety check failed (%s: %s) on %s; scored 0", type(e).__name__, e, _snippet(section))
+        return 0.0
     errors = sum(f.level == "error" for f in findings)
     warnings = sum(f.level == "warning" for f in findings)
     return max(0.0, 1.0 - SAFETY_ERROR_PENALTY * errors - SAFETY_WARNING_PENALTY * warnings)

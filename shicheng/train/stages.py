@@ -50,12 +50,27 @@ def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
     return data
 
 
+def warmup_args(ratio: float, transformers_version: str | None = None) -> dict:
+    """The warmup fraction as the installed transformers reads it.
+
+    transformers 5 removed `warmup_ratio` (deprecated in 5.0, gone in 5.2) and reads a `warmup_steps` below 1
+    as a fraction of the steps; 4.x reads `warmup_steps` as a step count only, so 0.03 there would mean no
+    warmup at all, and the fraction must go to `warmup_ratio` (transformers PR #41326, peft issue #2949).
+    """
+    if transformers_version is None:
+        import transformers
+
+        transformers_version = transformers.__version__
+    major = int(transformers_version.split(".", 1)[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
 def _common_args(cfg: TrainConfig, stage: StageCfg, out: Path, has_eval: bool) -> dict:
     return dict(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=stage.batch_size,
         per_device_eval_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
         learning_rate=stage.learning_rate, num_train_epochs=stage.epochs, max_steps=stage.max_steps,
-        warmup_steps=stage.warmup_ratio, weight_decay=stage.weight_decay, lr_scheduler_type="cosine",
+        **warmup_args(stage.warmup_ratio), weight_decay=stage.weight_decay, lr_scheduler_type="cosine",
         logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2,
         eval_strategy="epoch" if has_eval else "no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         bf16=cfg.bf16, gradient_checkpointing=stage.gradient_checkpointing, dataloader_num_workers=0,

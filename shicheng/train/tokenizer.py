@@ -25,12 +25,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import PreTrainedTokenizerFast
+
+from shicheng.vocab import INSTALL_HINT, QWEN2_PATTERN, QWEN25_BPE_SIZE, VocabUnavailable, qwen_tiktoken_path
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -38,10 +39,6 @@ IM_END = "<|im_end|>"
 # The answer's tags (shicheng.template): plain added tokens, so they survive decode(skip_special_tokens=True).
 TAG_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<output>", "</output>")
 
-# Qwen2's pre-tokenizer split: single digits, letters runs with one leading non-letter, punctuation runs.
-QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 # Qwen2.5's tokens after the 151,643 BPE ranks, in id order from 151643 (tokenizer_config.json of Qwen2.5);
 # the flag says whether the token is special (stripped by decode(skip_special_tokens=True)).
 QWEN25_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
@@ -53,7 +50,6 @@ QWEN25_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|fim_prefix|>", True), ("<|fim_middle|>", True), ("<|fim_suffix|>", True), ("<|fim_pad|>", True),
     ("<|repo_name|>", True), ("<|file_sep|>", True),
 )
-QWEN25_BPE_SIZE = 151643
 
 # ChatML as Qwen2.5 writes it, without Qwen's default system prompt and tool branch (our prompts always carry
 # a system turn). `{% generation %}` marks the assistant content *and* its <|im_end|>, which is what TRL's
@@ -132,21 +128,9 @@ def train_demo_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> PreTra
     return _wrap(tok)
 
 
-def qwen_tiktoken_path() -> Path:
-    """The Qwen BPE ranks shipped inside the `dashscope` package (151,643 lines: base64 token, rank)."""
-    try:
-        import dashscope
-    except ImportError as e:
-        raise RuntimeError("the real Qwen2.5 vocabulary is read from the 'dashscope' package: "
-                           "pip install dashscope") from e
-    path = Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken"
-    if not path.is_file():
-        raise RuntimeError(f"{path}: missing from the installed dashscope package")
-    return path
-
-
 def load_qwen25_vocab_tokenizer() -> PreTrainedTokenizerFast:
-    """Qwen2.5's real tokenizer, built offline from `dashscope/resources/qwen.tiktoken`.
+    """Qwen2.5's real tokenizer, built offline from the vocabulary `shicheng.vocab` finds (dashscope's
+    `qwen.tiktoken`); raises `shicheng.vocab.VocabUnavailable` naming the extra to install when it is missing.
 
     Same BPE ranks, pre-tokenizer split, NFC normalisation and added tokens (151643 `<|endoftext|>`,
     151644 `<|im_start|>`, 151645 `<|im_end|>` … 151664 `<|file_sep|>`), so `len()` is 151,665 like the
@@ -155,7 +139,12 @@ def load_qwen25_vocab_tokenizer() -> PreTrainedTokenizerFast:
     # transformers' own tiktoken converter rebuilds BPE merges from the ranks (what the hub files encode).
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    tok = TikTokenConverter(vocab_file=str(qwen_tiktoken_path()), pattern=QWEN2_PATTERN).converted()
+    path = qwen_tiktoken_path()
+    try:
+        import tiktoken  # noqa: F401  (the converter reads the ranks with it)
+    except ImportError as e:
+        raise VocabUnavailable(f"building the Qwen tokenizer needs tiktoken: {INSTALL_HINT}") from e
+    tok = TikTokenConverter(vocab_file=str(path), pattern=QWEN2_PATTERN).converted()
     if tok.get_vocab_size() != QWEN25_BPE_SIZE:
         raise RuntimeError(f"qwen.tiktoken holds {tok.get_vocab_size()} ranks, expected {QWEN25_BPE_SIZE}")
     _qwen2_pipeline(tok)

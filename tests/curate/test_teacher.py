@@ -228,3 +228,38 @@ def test_damaged_cache_file_is_asked_again_and_overwritten(openai_server, tmp_pa
     out, _, _ = run([make_case()], config(second, tmp_path))
     assert second.calls == 1 and len(out) == 1
     assert '"valid": true' in cached.read_text(encoding="utf-8")
+
+
+def _parser_failing_on(monkeypatch, marker: str) -> None:
+    """The prescription parser raising (as it once did on text ending in 生) for texts containing `marker`."""
+    from shicheng import prescription
+
+    real = prescription.parse_prescription
+
+    def parse(text, kb=None):
+        if marker in (text or ""):
+            raise IndexError("string index out of range")
+        return real(text, kb)
+
+    monkeypatch.setattr(prescription, "parse_prescription", parse)
+
+
+def test_a_reply_the_parser_fails_on_is_an_invalid_reply_with_the_reason(openai_server, tmp_path, monkeypatch):
+    _parser_failing_on(monkeypatch, "黄芪30g 生")
+    server = openai_server(lambda messages: teacher_reply(rx=RX + " 黄芪30g 生"))
+    out, ledger, stats = run([make_case()], config(server, tmp_path, max_retries=1))
+    assert out == [] and server.calls == 2 and stats.invalid == 1
+    (reject,) = ledger.rejects
+    assert reject.reason.startswith("teacher reply invalid: visit 1 (初诊) after 2 attempt(s): prescription unreadable")
+    assert "IndexError" in reject.reason and reject.record["last_reply"]
+    assert "处方无法解析" in server.requests[1]["messages"][1]["content"]  # the retry says what went wrong
+
+
+def test_a_master_prescription_the_parser_fails_on_fails_the_visit_without_a_call(openai_server, tmp_path,
+                                                                               monkeypatch):
+    _parser_failing_on(monkeypatch, "炙甘草6g")
+    server = openai_server(lambda messages: teacher_reply())
+    out, ledger, stats = run([make_case(1), make_case(2)], config(server, tmp_path))
+    assert out == [] and server.calls == 0 and stats.failures == 2
+    assert ledger.rejects[0].reason == ("teacher call failed: visit 1 (初诊): master's prescription unreadable: "
+                                        "prescription parser failed (IndexError: string index out of range)")

@@ -87,15 +87,34 @@ def test_streaming_matches_non_streaming(tiny_server):
     assert chunks[-1].usage is not None and 1 <= chunks[-1].usage.completion_tokens <= 12
 
 
-def test_client_system_prompt_is_kept_and_master_prompt_added_otherwise(planted_server, planted_upstream):
+def test_master_prompt_is_added_or_merged_with_the_clients_and_the_response_says_which(planted_server,
+                                                                                       planted_upstream):
+    """The master prompt is never dropped: added when the client sends no system turn, put first with the
+    client's own system text after it when it sends one, kept when the client sends one of ours."""
     master = load_demo_masters()[sorted(load_demo_masters())[1]]
     client = client_for(planted_server, key=None)
-    client.chat.completions.create(model=f"shicheng-{master.id}", messages=[{"role": "user", "content": "问"}])
+    reply = client.chat.completions.create(model=f"shicheng-{master.id}", messages=[{"role": "user", "content": "问"}])
     sent = planted_upstream.requests[-1]["messages"]
     assert sent == [{"role": "system", "content": system_prompt(master)}, {"role": "user", "content": "问"}]
-    client.chat.completions.create(model="shicheng", messages=[{"role": "system", "content": "自定义"},
-                                                                {"role": "user", "content": "问"}])
-    assert planted_upstream.requests[-1]["messages"][0] == {"role": "system", "content": "自定义"}
+    assert reply.model_extra["shicheng"]["system_prompt"] == "added"
+
+    reply = client.chat.completions.create(model=f"shicheng-{master.id}", messages=[
+        {"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "问"}])
+    sent = planted_upstream.requests[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": f"{system_prompt(master)}\n\nYou are a helpful assistant."}
+    assert reply.model_extra["shicheng"]["system_prompt"] == "merged"
+
+    reply = client.chat.completions.create(model="shicheng", messages=[{"role": "developer", "content": "自定义"},
+                                                                        {"role": "user", "content": "问"}])
+    assert planted_upstream.requests[-1]["messages"][0] == {"role": "system",
+                                                           "content": f"{system_prompt(None)}\n\n自定义"}
+    assert reply.model_extra["shicheng"]["system_prompt"] == "merged"
+
+    # An agent in front of this server already sends our prompt: it is not doubled.
+    reply = client.chat.completions.create(model="shicheng", messages=[
+        {"role": "system", "content": system_prompt(master)}, {"role": "user", "content": "问"}])
+    assert planted_upstream.requests[-1]["messages"][0] == {"role": "system", "content": system_prompt(master)}
+    assert reply.model_extra["shicheng"]["system_prompt"] == "kept"
 
 
 # ---- consultations ------------------------------------------------------------------------------------
@@ -245,7 +264,7 @@ def test_build_app_for_an_endpoint_with_a_masters_folder(planted_upstream, tmp_p
         assert len(client.models.list().data) == 1 + len(load_demo_masters())
         reply = client.chat.completions.create(model="shicheng-" + sorted(load_demo_masters())[0],
                                                messages=[{"role": "user", "content": "问"}])
-        assert reply.choices[0].message.content == PLANTED_ANSWER
+        assert reply.choices[0].message.content.startswith(PLANTED_ANSWER)  # then the safety notice
         assert planted_upstream.requests[-1]["model"] == "shicheng-upstream"
     finally:
         server.stop()

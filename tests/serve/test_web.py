@@ -131,3 +131,69 @@ def test_partial_answers_render_section_by_section(live_server, planted_backend,
     # Headings the parser accepts in other spellings are recognised too (shared from shicheng.template).
     other = page.evaluate("raw => liveSections(raw)", "**证候诊断：**\n肝郁脾虚\n【处方】\n柴胡10g")
     assert other == {"syndrome": "肝郁脾虚\n", "prescription": "柴胡10g\n"}
+
+
+# ---- the text clinicians paste, and the layout -----------------------------------------------------------
+
+SELECT_FITS = """sel => {
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = getComputedStyle(sel).font;
+  const style = getComputedStyle(sel);
+  const room = sel.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 16;
+  return [...sel.options].map(o => [o.text, Math.ceil(ctx.measureText(o.text).width) <= room]);
+}"""
+
+
+def test_patient_facts_and_what_was_not_checked_are_on_the_page(live_server, planted_backend, page):
+    server = live_server(planted_backend)
+    page.goto(server.url)
+    expect(page.locator("#master option")).to_have_count(6)
+    page.fill("#text", "患者女，30岁，妊娠12周。颈前肿大半年，乏力便溏。")
+    page.click("#submit")
+    expect(page.locator("#status")).to_have_text("done", timeout=15_000)
+    facts = page.locator("#patient-facts .fact")
+    expect(facts).to_have_count(3)
+    pregnancy = page.locator('#patient-facts .fact[data-field="pregnant"]')
+    assert "妊娠12周" in pregnancy.inner_text() and pregnancy.get_attribute("data-source") == "text"
+    coverage = page.locator("#safety-coverage")
+    assert coverage.is_visible()
+    assert "Not dose-checked" in coverage.inner_text() and "Not recognised" in coverage.inner_text()
+
+
+def test_no_findings_is_never_said_alone(live_server, openai_server, page):
+    from shicheng.agent import OpenAIBackend
+
+    upstream = openai_server(lambda messages: "<output>\n## 处方\n茯苓15g 陈皮\n</output>")
+    server = live_server(OpenAIBackend(upstream.url, "m"))
+    page.goto(server.url)
+    page.fill("#chief_complaint", "咳嗽三日")
+    page.click("#submit")
+    expect(page.locator("#status")).to_have_text("done", timeout=15_000)
+    assert page.locator("#no-findings").is_visible()
+    coverage = page.locator("#safety-coverage")
+    assert coverage.is_visible() and "陈皮" in coverage.inner_text()
+
+
+@pytest.mark.parametrize(("width", "height"), [(768, 1024), (1280, 800)])
+def test_labels_fit_and_the_key_field_is_in_sight(browser, live_server, planted_backend, tmp_path, width, height):
+    """At tablet and desktop width: no select's label is cut, and when a key is needed its field is on
+    screen without scrolling (screenshots are written for a person to look at)."""
+    masters_server = live_server(planted_backend)
+    keyed = live_server(planted_backend, api_key=API_KEY)
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    try:
+        page = context.new_page()
+        page.goto(masters_server.url)
+        expect(page.locator("#master option")).to_have_count(6)
+        page.screenshot(path=str(tmp_path / f"form-{width}.png"))
+        for select in ("#sex", "#master", "#task"):
+            cut = [text for text, fits in page.eval_on_selector(select, SELECT_FITS) if not fits]
+            assert cut == [], f"{select} labels cut at {width}px: {cut}"
+        page.goto(keyed.url)
+        key = page.locator("#api_key")
+        key.wait_for(state="visible")
+        expect(key).to_be_in_viewport()
+        expect(key).to_be_focused()
+        page.screenshot(path=str(tmp_path / f"key-{width}.png"))
+    finally:
+        context.close()

@@ -116,7 +116,9 @@ def test_syndrome_agreement_by_character_bigrams():
 
 
 def test_safety_penalises_incompatible_pairs_pregnancy_and_doses():
-    assert one(safety_reward, with_prescription(GOLD.prescription + " 海藻15g")) == pytest.approx(0.4)  # 甘草+海藻
+    # 甘草+海藻, with 海藻 inside its ChP range (6–12 g) so that only the pair is penalised.
+    assert one(safety_reward, with_prescription(GOLD.prescription + " 海藻10g")) == pytest.approx(0.4)
+    assert one(safety_reward, with_prescription(GOLD.prescription + " 海藻15g")) == pytest.approx(0.3)  # + dose
     pregnant = {"sex": "female", "age": 30, "pregnant": True}
     rx = with_prescription("党参15g 白术12g 茯苓15g 三棱10g")  # 三棱: 妊娠禁用
     assert one(safety_reward, rx, patient=pregnant) == pytest.approx(0.4)

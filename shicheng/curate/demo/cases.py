@@ -29,8 +29,9 @@ from shicheng.domain import Master
 from shicheng.knowledge import Knowledge
 
 ANTAI = HerbDose("桑寄生", 15.0)  # 安胎: added for pregnant patients after unsafe herbs are removed
-# 扶阳 exceeds the pharmacopoeia's 附子 range on purpose (documented school practice); everyone else stays in it.
-SCHOOL_MAY_EXCEED = {"fuyang": {"附子"}}
+# Doses a school writes above the pharmacopoeia range on purpose (documented practice); everyone else stays in
+# it: 扶阳派 附子, and 王清任's 补阳还五汤 黄芪四两 (≈120 g) in 活血化瘀派 hands, whatever ChP 2020's 9–30 g.
+SCHOOL_MAY_EXCEED = {"fuyang": {"附子"}, "huoxue": {"黄芪"}}
 # Preparation the pharmacopoeia requires whatever the formula book says (附子 "先煎、久煎").
 REQUIRED_NOTES = {"附子": "先煎", "川乌": "先煎", "草乌": "先煎"}
 

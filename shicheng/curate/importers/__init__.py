@@ -63,12 +63,12 @@ def _walk(root: Path) -> list[Path]:
 
 
 def _import_file(path: Path, ledger: Ledger, mapping, masters, default_master, min_chars: int,
-                 step: str) -> ImportResult:
+                 step: str, name: str) -> ImportResult:
     suffix = path.suffix.lower()
 
     def reject(reason: str) -> ImportResult:
         ledger.seen(step)
-        ledger.reject(step, str(path), reason)
+        ledger.reject(step, name, reason.replace(str(path), name))
         return ImportResult()
 
     if suffix in _OLD_FORMATS:
@@ -89,31 +89,34 @@ def _import_file(path: Path, ledger: Ledger, mapping, masters, default_master, m
         if not text.strip():
             return reject("empty file")
     if suffix == ".jsonl":
-        return import_jsonl(path, ledger, step)
+        return import_jsonl(path, ledger, step, name)
     if suffix in TABLE_EXTENSIONS:
         mapping = mapping if mapping is not None else _find_mapping(path)
         if mapping is None:
             raise MappingError(f"{path}: CSV/XLSX files need a column mapping: pass mapping= or put mapping.yaml "
                                "(or <name>.mapping.yaml) next to the file")
-        return import_table(path, ledger, mapping, masters, default_master, step)
+        return import_table(path, ledger, mapping, masters, default_master, step, name)
     if suffix == ".txt" and text is not None and looks_like_case_records(text):
         resolver, rx = MasterResolver(masters, default_master), PrescriptionReader()
-        result = read_case_records(text, path, ledger, resolver, rx, step)
+        result = read_case_records(text, path, ledger, resolver, rx, step, name)
         result.warnings[:0] = [rx.error] if rx.error else []
         result.warnings.extend(resolver.warnings)
         return result
-    return import_corpus(path, ledger, min_chars, step)
+    return import_corpus(path, ledger, min_chars, step, name)
 
 
 def import_path(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict | str | Path | None = None,
                 masters: dict[str, str] | None = None, default_master: str | None = None,
-                min_chars: int = MIN_CHARS, step: str = STEP) -> ImportResult:
+                min_chars: int = MIN_CHARS, step: str = STEP, name: str | None = None) -> ImportResult:
     """Import a file or a folder of raw materials.
 
     mapping: the column mapping for CSV/XLSX (a YAML path, a dict or a ColumnMapping); when None, a
       mapping.yaml next to each table is used, and a table without one raises MappingError.
     masters: master names or ids as written in the records -> master ids; names not in it leave
       master_id None and add a warning. default_master: the master of records that name none.
+    name: what sources call `path` ("name:line", "name/sub/file.csv:row 3"); default the path as given.
+      Curation passes the path relative to the materials root, so the output does not depend on where
+      the materials lie.
     Raises FileNotFoundError for a path that does not exist; bad records never raise, they are rejected.
     """
     path = Path(path)
@@ -123,7 +126,9 @@ def import_path(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict 
     if isinstance(mapping, (str, Path)):
         files = [f for f in files if f.resolve() != Path(mapping).resolve()]
     result = ImportResult()
+    label = name or str(path)
     for file in files:
-        result.extend(_import_file(file, ledger, mapping, masters, default_master, min_chars, step))
+        file_name = label if file == path else f"{label}/{file.relative_to(path).as_posix()}"
+        result.extend(_import_file(file, ledger, mapping, masters, default_master, min_chars, step, file_name))
     result.warnings = list(dict.fromkeys(result.warnings))  # the lexicon warning repeats once per file
     return result

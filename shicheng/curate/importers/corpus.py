@@ -186,23 +186,26 @@ def file_paragraphs(path: Path) -> list[str]:
     return markdown_paragraphs(text) if suffix in (".md", ".markdown") else text_paragraphs(text)
 
 
-def import_corpus(path: str | Path, ledger: Ledger, min_chars: int = MIN_CHARS, step: str = STEP) -> ImportResult:
-    """Paragraphs of one txt/md/docx/pdf file; each paragraph is one ledger input, kept or rejected."""
+def import_corpus(path: str | Path, ledger: Ledger, min_chars: int = MIN_CHARS, step: str = STEP,
+                  name: str | None = None) -> ImportResult:
+    """Paragraphs of one txt/md/docx/pdf file; each paragraph is one ledger input, kept or rejected.
+    Sources read "`name`:para N" (`name` defaults to the path as given)."""
     path = Path(path)
+    label = name or str(path)
     result = ImportResult()
     try:
         raw = file_paragraphs(path)
     except NotTextError as e:
         ledger.seen(step)
-        ledger.reject(step, str(path), str(e))
+        ledger.reject(step, label, str(e).replace(str(path), label))
         return result
     paragraphs = [p for p in (clean_paragraph(r) for r in raw) if p]
     if not paragraphs:
         ledger.seen(step)
-        ledger.reject(step, str(path), "empty file: no text")
+        ledger.reject(step, label, "empty file: no text")
         return result
     for number, text in enumerate(paragraphs, start=1):
-        source = f"{path}:para {number}"
+        source = f"{label}:para {number}"
         ledger.seen(step)
         if len(text) < min_chars:
             ledger.reject(step, source, f"too short: {len(text)} characters < {min_chars}", text)

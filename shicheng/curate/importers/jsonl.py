@@ -16,14 +16,16 @@ def _reason(err: JsonlError) -> str:
     return message if message.startswith("not valid JSON") else f"schema error: {message}"
 
 
-def import_jsonl(path: str | Path, ledger: Ledger, step: str = STEP) -> ImportResult:
-    """Cases from a JSONL file; a bad line is rejected as "file:line" with the reason and field."""
+def import_jsonl(path: str | Path, ledger: Ledger, step: str = STEP, name: str | None = None) -> ImportResult:
+    """Cases from a JSONL file; a bad line is rejected as "file:line" with the reason and field (the file
+    is called `name`, default the path as given)."""
     path = Path(path)
+    label = name or str(path)
     try:
         decoded = read_text(path)
     except NotTextError as e:
         ledger.seen(step)
-        ledger.reject(step, str(path), str(e))
+        ledger.reject(step, label, str(e).replace(str(path), label))
         return ImportResult()
     lines = decoded.text.split("\n")
     record_lines = [i for i, line in enumerate(lines, start=1) if line.strip()]
@@ -38,7 +40,7 @@ def import_jsonl(path: str | Path, ledger: Ledger, step: str = STEP) -> ImportRe
     cases = []
     for lineno, item in zip(record_lines, items, strict=True):
         ledger.seen(step)
-        source = f"{path}:{lineno}"
+        source = f"{label}:{lineno}"
         if isinstance(item, JsonlError):
             ledger.reject(step, source, _reason(item))
             continue

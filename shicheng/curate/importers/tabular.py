@@ -185,7 +185,7 @@ def _assemble(case_id: str, rows: list[_Row], source: str, ledger: Ledger, step:
         return None
 
     visits = build_visits([(index, row.label, row.fields) for index, row in zip(sorted(placed), ordered, strict=True)],
-                          rx)
+                          rx, f"{source}:row {ordered[0].number}")
     patient = build_patient(
         first("patient_id"), case_id, sex=first("sex", "case_values") or "unknown",
         age=first("age", "case_values"),
@@ -200,9 +200,11 @@ def _assemble(case_id: str, rows: list[_Row], source: str, ledger: Ledger, step:
 
 def import_table(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict | str | Path,
                  masters: dict[str, str] | None = None, default_master: str | None = None,
-                 step: str = STEP) -> ImportResult:
-    """Cases from a .csv/.tsv/.xlsx file through a column mapping; bad rows and bad files go to the ledger."""
+                 step: str = STEP, name: str | None = None) -> ImportResult:
+    """Cases from a .csv/.tsv/.xlsx file through a column mapping; bad rows and bad files go to the ledger.
+    Sources read "`name`:row N" (`name` defaults to the path as given)."""
     path, mapping = Path(path), load_mapping(mapping)
+    label = name or str(path)
     resolver = MasterResolver(masters, default_master)
     rx = PrescriptionReader()
     result = ImportResult(warnings=[rx.error] if rx.error else [])
@@ -211,11 +213,11 @@ def import_table(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict
         rows = [(n, row) for n, row in reader(path, mapping) if not _blank(row)]
     except (_FileRejected, NotTextError) as e:
         ledger.seen(step)
-        ledger.reject(step, str(path), str(e))
+        ledger.reject(step, label, str(e).replace(str(path), label))
         return result
     if not rows:
         ledger.seen(step)
-        ledger.reject(step, str(path), "empty file: no header row")
+        ledger.reject(step, label, "empty file: no header row")
         return result
     # Exports often put a title line above the header: the header is the first row naming the case_id column.
     at = next((i for i, (_, row) in enumerate(rows[:10])
@@ -225,11 +227,11 @@ def import_table(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict
     missing = [(t, c) for t, c in mapping.columns.items() if c not in header]
     if missing:
         names = ", ".join(f"'{c}' ({t})" for t, c in missing)
-        reason = (f"missing mapped column: {names} not in {path.name} (mapping {mapping.source}); "
+        reason = (f"missing mapped column: {names} not in {path.name} (mapping {Path(mapping.source).name}); "
                   f"the file has: {', '.join(h for h in header if h)}")
         for number, _ in data or [(1, None)]:
             ledger.seen(step)
-            ledger.reject(step, f"{path}:row {number}", reason)
+            ledger.reject(step, f"{label}:row {number}", reason)
         return result
     position = {c: header.index(c) for c in mapping.columns.values()}
     by_case: dict[str, list[_Row]] = {}
@@ -239,14 +241,15 @@ def import_table(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict
             row = _read_row(number, values, mapping)
         except ValueError as e:
             ledger.seen(step)
-            ledger.reject(step, f"{path}:row {number}", str(e))
+            ledger.reject(step, f"{label}:row {number}", str(e))
             continue
         by_case.setdefault(row.fields["case_id"], []).append(row)
     for case_id, case_rows in by_case.items():
-        case = _assemble(case_id, case_rows, str(path), ledger, step, resolver, rx)
+        case = _assemble(case_id, case_rows, label, ledger, step, resolver, rx)
         if case is not None:
             ledger.seen(step)
             ledger.keep(step)
             result.cases.append(case)
     result.warnings.extend(resolver.warnings)
+    result.warnings.extend(rx.warnings)
     return result

@@ -4,9 +4,11 @@ A case starts at `【医案】ID`, `医案一`, `病案3`, `案1`, `例1：` (or
 first record line); visits at 初诊/二诊/…/复诊/末诊, alone on a line or followed by a date or text;
 fields at a heading and a colon (full-width or ASCII) or inside 【】, several on one line after 。 or a
 space. Tongue and pulse written together (舌脉：舌红苔黄，脉数) or without headings (舌淡红苔薄白，脉弦细。)
-are split into their fields. Header fields (医家, 患者, 性别, 年龄, 病名, 妊娠, 病历号) belong to the case;
-the patient's name is read past and stored nowhere. Every case keeps the line it started on in
-Case.source; a case with no presentation in any visit is rejected with that line.
+are split into their fields. Header fields (医家, 患者, 性别, 年龄, 病名, 妊娠, 病历号) belong to the case,
+read field by field however many share a line (姓名：王某  性别：女  年龄：52岁  电话：…, or after ，);
+the patient's name and the personal fields (电话, 身份证号, 住址, 单位 …) are read past and stored nowhere.
+Every case keeps the line it started on in Case.source; a case with no presentation in any visit is
+rejected with that line. Warnings name a field and its line, never its value.
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ HEADINGS: dict[str, tuple[str, ...]] = {
     "disease": ("病名", "西医诊断", "疾病"),
     "pregnant": ("妊娠", "是否妊娠"),
     "patient_id": ("病历号", "患者编号", "门诊号", "住院号", "病案号"),
+    # Identifying fields with no clinical use: known as headings so that they end the field before them.
+    "personal": ("电话", "手机", "手机号", "手机号码", "联系电话", "联系方式", "联系人", "身份证", "身份证号",
+                 "身份证号码", "证件号", "证件号码", "住址", "地址", "家庭住址", "家庭地址", "现住址", "工作单位",
+                 "单位", "职业", "民族", "籍贯", "婚姻", "婚否", "出生日期", "出生年月", "邮箱", "电子邮箱",
+                 "医保号", "医保卡号", "就诊卡号", "卡号", "邮编"),
 }
-CASE_LEVEL = ("master", "patient", "sex", "age", "disease", "pregnant", "patient_id")
+CASE_LEVEL = ("master", "patient", "sex", "age", "disease", "pregnant", "patient_id", "personal")
 _TARGET = {word: target for target, words in HEADINGS.items() for word in words}
 _WORD = "|".join(sorted(_TARGET, key=len, reverse=True))
 _NUM = "[0-9一二三四五六七八九十廿]+"
@@ -77,6 +84,8 @@ _DATE_AT_START = re.compile(rf"^\s*(?:{_DATE})\s*[。.，,；;]?")
 # Where a second heading or visit may begin inside a line: after a sentence end or a space.
 _MIDLINE = re.compile(rf"(?<=[。；;！？!?\s])\s*(?=[【\[]?(?:(?:{_WORD})\s*(?:[】\]]|[:：])|(?:{_VISIT_WORD})"
                       rf"(?:日期|时间)?\s*[:：])|(?:{_DATE})\s*[，,]?\s*(?:{_VISIT_WORD}))")
+# Inside a header line (患者：王某，男，45岁，电话：…) a field also begins after a comma.
+_HEADER_FIELD = re.compile(rf"(?<=[，,、；;。！？!?\s])\s*(?=[【\[]?(?:{_WORD})\s*(?:[】\]]\s*[:：]?|[:：]))")
 _CASE_START = re.compile(
     rf"^\s*(?:【\s*(?:医案|病案|验案|案例)\s*({_NUM})?\s*】\s*(.*)"
     rf"|(?:医案|病案|验案|病例|案例)\s*({_NUM})\s*(?:[:：.、．\s]\s*(.*))?$"
@@ -226,8 +235,13 @@ class _Reader:
             return
         m = _HEADING.match(text)
         if m:
-            first = re.split(r"\s*[/／、]\s*", m.group(1))[0]
-            self.put(_TARGET[first], text[m.end():].strip(), line)
+            target = _TARGET[re.split(r"\s*[/／、]\s*", m.group(1))[0]]
+            value = text[m.end():].strip()
+            fields = _HEADER_FIELD.split(value) if target in CASE_LEVEL else [value]
+            self.put(target, fields[0].strip(), line)
+            for rest in fields[1:]:
+                if rest.strip():
+                    self.segment(rest.strip(), line)
             return
         self.free_text(text, line)
 
@@ -302,8 +316,11 @@ def _has_answer_or_presentation(v: _Visit) -> bool:
 
 
 def read_case_records(text: str, path: Path, ledger: Ledger, masters: MasterResolver, rx: PrescriptionReader,
-                      step: str = STEP) -> ImportResult:
-    """Cases from the text of one file; counts one ledger input per case found."""
+                      step: str = STEP, name: str | None = None) -> ImportResult:
+    """Cases from the text of one file; counts one ledger input per case found. Sources read
+    "`name`:line" (`name` defaults to the path as given)."""
+    label = name or str(path)
+    rx_warnings = len(rx.warnings)
     lines = text.split("\n")
     explicit = any(_CASE_START.match(line) for line in lines)
     reader = _Reader(explicit)
@@ -320,9 +337,9 @@ def read_case_records(text: str, path: Path, ledger: Ledger, masters: MasterReso
     result = ImportResult()
     if not reader.cases:
         ledger.seen(step)
-        ledger.reject(step, str(path), "no case records found: no case, visit or field markers")
+        ledger.reject(step, label, "no case records found: no case, visit or field markers")
     for ordinal, case in enumerate(reader.cases, start=1):
-        source = f"{path}:{case.line}"
+        source = f"{label}:{case.line}"
         ledger.seen(step)
         for v in case.visits:
             tidy_findings(v.fields)
@@ -335,13 +352,14 @@ def read_case_records(text: str, path: Path, ledger: Ledger, masters: MasterReso
             result.warnings.append(f"{source}: {dropped} visit marker(s) with nothing under them dropped")
         case_id = case.explicit_id or f"{path.stem}-{ordinal:03d}"
         facts = _patient_facts(case.header, source, result.warnings)
-        built = build_visits([(v.index, v.label, v.fields) for v in visits], rx)
+        built = build_visits([(v.index, v.label, v.fields) for v in visits], rx, source)
         result.cases.append(Case(
             id=case_id, master_id=masters.resolve(case.header.get("master", "").strip("。 "), source),
             patient=build_patient(facts["patient_id"], case_id, facts["sex"], facts["age"], facts["pregnant"]),
             disease=(case.header.get("disease") or "").strip("。 ") or None, visits=built, source=source,
         ))
         ledger.keep(step)
+    result.warnings.extend(rx.warnings[rx_warnings:])
     return result
 
 

@@ -12,8 +12,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from shicheng.curate.rxread import UnreadablePrescription, read_prescription
 from shicheng.domain import Answer, Case, Patient, Prescription, Visit
-from shicheng.prescription import apply_to_previous, cn_number, parse_prescription, refers_to_previous
+from shicheng.prescription import apply_to_previous, cn_number, refers_to_previous
 
 STEP = "import"
 
@@ -46,6 +47,24 @@ FIRST_VISIT_WORDS = ("初诊", "首诊", "一诊")
 NEXT_VISIT_WORDS = ("复诊", "再诊", "续诊", "末诊")
 
 
+def describe(value: object) -> str:
+    """A field value as an error message may show it: its kind and length, never its text.
+
+    Messages leave curation (the card's warnings, rejects.jsonl), and a value in the wrong column may be a
+    name, a phone or an ID number; the file with its row or line locates it for whoever holds the materials.
+    """
+    if isinstance(value, bool):
+        return "a true/false value"
+    if isinstance(value, (int, float)):
+        return f"a {sum(c.isdigit() for c in str(value))}-digit number (withheld)"
+    text = str(value)
+    kinds = [name for name, present in (
+        ("Chinese", any("\u3400" <= c <= "\u9fff" for c in text)), ("digits", any(c.isdigit() for c in text)),
+        ("letters", any(c.isascii() and c.isalpha() for c in text)),
+        ("other signs", any(not (c.isalnum() or c.isspace()) for c in text))) if present]
+    return f"a {len(text)}-character value ({', '.join([*kinds, 'withheld'])})"
+
+
 def nfkc(text: str) -> str:
     """Full-width digits, letters and colons -> ASCII; what every value parser sees first."""
     return unicodedata.normalize("NFKC", text).strip()
@@ -56,11 +75,11 @@ def visit_number(value: object) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
-        raise ValueError(f"not a visit number: {value!r}")
+        raise ValueError(f"not a visit number: {describe(value)}")
     if isinstance(value, (int, float)):
         if float(value).is_integer() and value >= 1:
             return int(value)
-        raise ValueError(f"not a visit number: {value!r}")
+        raise ValueError(f"not a visit number: {describe(value)}")
     text = nfkc(str(value))
     if text.endswith(".0"):
         text = text[:-2]
@@ -76,7 +95,7 @@ def visit_number(value: object) -> int | None:
         number = int(word) if word.isdigit() else cn_number(word)
         if number and number >= 1 and float(number).is_integer():
             return int(number)
-    raise ValueError(f"not a visit number: {value!r} (expected 1, 2 … or 初诊, 二诊 … 复诊)")
+    raise ValueError(f"not a visit number: {describe(value)}; expected 1, 2 … or 初诊, 二诊 … 复诊")
 
 
 def parse_sex(value: object) -> str:
@@ -89,7 +108,7 @@ def parse_sex(value: object) -> str:
         return "male"
     if text in ("女", "女性", "f", "female", "2"):
         return "female"
-    raise ValueError(f"not a sex: {value!r} (expected 男/女)")
+    raise ValueError(f"not a sex: {describe(value)}; expected 男/女")
 
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:周岁|岁|y|yr|yrs|years?)?\s*(半)?$")
@@ -112,9 +131,9 @@ def parse_age(value: object) -> float | None:
         elif months:
             years = int(months.group(1) or 0) + int(months.group(2)) / 12
         else:
-            raise ValueError(f"not an age: {value!r} (expected e.g. 45 or 45岁)")
+            raise ValueError(f"not an age: {describe(value)}; expected e.g. 45 or 45岁")
     if not 0 <= years <= 130:
-        raise ValueError(f"age out of range: {value!r}")
+        raise ValueError(f"age out of range: {describe(value)}; expected 0 to 130 years")
     return round(years, 2)
 
 
@@ -131,7 +150,7 @@ def parse_pregnant(value: object) -> bool:
         return False
     if text in ("是", "有", "妊娠", "孕", "true", "yes", "y", "1", "1.0") or _PREGNANT_WEEKS.search(text):
         return True
-    raise ValueError(f"not a pregnancy flag: {value!r} (expected 是/否)")
+    raise ValueError(f"not a pregnancy flag: {describe(value)}; expected 是/否")
 
 
 def cell_text(value: object) -> str:
@@ -186,6 +205,7 @@ class PrescriptionReader:
     def __init__(self) -> None:
         self._kb = None
         self.error: str | None = None
+        self.warnings: list[str] = []
         try:
             from shicheng.knowledge import load_knowledge
 
@@ -193,12 +213,17 @@ class PrescriptionReader:
         except (OSError, ValueError) as e:  # KnowledgeError is a ValueError; a missing data file an OSError
             self.error = f"prescriptions kept as text only: herb lexicon not loadable ({str(e)[:200]})"
 
-    def parse(self, text: str | None, previous: Prescription | None = None) -> Prescription | None:
+    def parse(self, text: str | None, previous: Prescription | None = None, where: str = "") -> Prescription | None:
         """The herbs of a visit; a follow-up written as 上方去X加Y becomes the previous list changed, and
-        without a previous prescription to change it stays text only (its herb list would be wrong)."""
+        without a previous prescription to change it stays text only (its herb list would be wrong).
+        A text the parser fails on stays text only too, with a warning naming `where` (file:line)."""
         if not text or self._kb is None:
             return None
-        parsed = parse_prescription(text, self._kb)
+        try:
+            parsed = read_prescription(text, self._kb)
+        except UnreadablePrescription as e:
+            self.warnings.append(f"{where or 'a visit'}: prescription kept as text only: {e}")
+            return None
         if refers_to_previous(text):
             return apply_to_previous(previous, parsed) if previous is not None else None
         rx = parsed.prescription
@@ -217,16 +242,18 @@ def join_text(old: str | None, new: str) -> str:
     return old + new
 
 
-def build_visits(numbered: list[tuple[int, str | None, dict[str, str]]], rx: PrescriptionReader) -> list[Visit]:
+def build_visits(numbered: list[tuple[int, str | None, dict[str, str]]], rx: PrescriptionReader,
+                 where: str = "") -> list[Visit]:
     """(index, label, fields) of a case's visits in order -> Visits, each follow-up read against the last."""
     visits: list[Visit] = []
     for index, label, fields in numbered:
-        visits.append(build_visit(fields, index, label, rx, visits[-1].prescription if visits else None))
+        visits.append(build_visit(fields, index, label, rx, visits[-1].prescription if visits else None,
+                                  f"{where} visit {index}".strip()))
     return visits
 
 
 def build_visit(fields: dict[str, str], index: int, label: str | None, rx: PrescriptionReader,
-                previous: Prescription | None = None) -> Visit:
+                previous: Prescription | None = None, where: str = "") -> Visit:
     """Named fields of one visit (visit- and answer-level targets) -> Visit with Answer and parsed prescription."""
     def get(key: str) -> str | None:
         value = (fields.get(key) or "").strip()
@@ -237,7 +264,7 @@ def build_visit(fields: dict[str, str], index: int, label: str | None, rx: Presc
     return Visit(
         index=index, label=label, date=get("date"), chief_complaint=get("chief_complaint"),
         present_illness=get("present_illness"), history=get("history"), tongue=get("tongue"), pulse=get("pulse"),
-        other_findings=get("other_findings"), answer=answer, prescription=rx.parse(get("prescription"), previous),
+        other_findings=get("other_findings"), answer=answer, prescription=rx.parse(get("prescription"), previous, where),
         commentary=get("commentary"),
     )
 

@@ -38,8 +38,12 @@ function showError(message) {
 }
 
 function needKey(message) {
+  // The key field sits at the top of the form, and is brought into view: the clinician must see it.
   $("api-key-row").hidden = false;
+  $("api-key-message").textContent = `— ${message}`;
   showError(`${message} — enter the API key and try again.`);
+  $("api-key-row").scrollIntoView({ block: "nearest" });
+  $("api_key").focus();
 }
 
 // ---- masters and tasks ----------------------------------------------------------------------------------
@@ -60,7 +64,9 @@ async function loadMasters() {
   for (const model of body.data) {
     const m = model.master;
     const label = m ? `${m.name} · ${m.school}${m.fictional ? " (fictional)" : ""}` : "通用 Generic (no master)";
-    select.appendChild(new Option(label, m ? m.id : ""));
+    const option = new Option(label, m ? m.id : "");
+    option.title = label;
+    select.appendChild(option);
   }
   // A master is the point of the page: preselect the first one when the model has any.
   if (select.options.length > 1) select.selectedIndex = 1;
@@ -79,7 +85,10 @@ function fillTasks() {
 
 // ---- the request --------------------------------------------------------------------------------------
 function requestBody() {
-  const body = { task: $("task").value, sex: $("sex").value, pregnant: $("pregnant").checked };
+  // Sex, age and pregnancy are sent only when given: otherwise the server reads them from the text.
+  const body = { task: $("task").value };
+  if ($("sex").value !== "unknown") body.sex = $("sex").value;
+  if ($("pregnant").checked) body.pregnant = true;
   const master = $("master").value;
   if (master) body.master = master;
   const age = $("age").value.trim();
@@ -162,6 +171,8 @@ function resetAnswer() {
   $("findings").hidden = true;
   $("findings-list").replaceChildren();
   $("no-findings").hidden = true;
+  $("safety-coverage").hidden = true;
+  $("patient-facts").hidden = true;
   $("prescription").hidden = true;
   $("changes").hidden = true;
   $("missing").hidden = true;
@@ -233,7 +244,8 @@ function renderLive(raw) {
 function renderResult(c) {
   $("sections").replaceChildren();
   renderSections(c.sections || {}, false);
-  renderFindings(c.findings || [], c.prescription);
+  renderFindings(c.findings || [], c.prescription, c.safety);
+  renderPatient(c.patient_facts || []);
   renderPrescription(c.prescription, c.prescription_unparsed || []);
   renderChanges(c.changes);
   if (c.missing && c.missing.length) {
@@ -251,7 +263,47 @@ function renderResult(c) {
     ` · ${c.disclaimer || CONFIG.disclaimer}`;
 }
 
-function renderFindings(findings, prescription) {
+const FIELD_ZH = { sex: "性别 sex", age: "年龄 age", pregnant: "妊娠 pregnancy" };
+const SOURCE_ZH = { flag: "表单 form", header: "病历标题 header", text: "病历原文 text", case: "病例 case" };
+
+function factValue(f) {
+  if (f.field === "sex") return { male: "男 male", female: "女 female" }[f.value] || f.value;
+  if (f.field === "pregnant") return f.value ? "妊娠 pregnant" : "未妊娠 not pregnant";
+  return `${f.value}岁`;
+}
+
+function renderPatient(facts) {
+  // Which patient facts the safety check used, and where each came from.
+  const el = $("patient-facts");
+  el.replaceChildren();
+  el.appendChild(document.createTextNode("安全检查所用患者信息 Patient facts used by the safety check: "));
+  if (!facts.length) {
+    el.appendChild(document.createTextNode("none found — sex, age and pregnancy unknown, pregnancy rules not applied"));
+  }
+  for (const f of facts) {
+    const span = document.createElement("span");
+    span.className = "fact";
+    span.dataset.field = f.field;
+    span.dataset.source = f.source;
+    const where = SOURCE_ZH[f.source] || f.source;
+    span.textContent = `${FIELD_ZH[f.field] || f.field}: ${factValue(f)} (${where}${f.evidence ? `: “${f.evidence}”` : ""})`;
+    el.appendChild(span);
+  }
+  el.hidden = false;
+}
+
+function renderCoverage(safety) {
+  // Never "no findings" alone: say which herbs had no dose range and which names were not recognised.
+  const el = $("safety-coverage");
+  if (!safety) { el.hidden = true; return; }
+  const notDosed = safety.not_dose_checked || [];
+  const unknown = safety.unrecognised || [];
+  el.textContent = `未核剂量 Not dose-checked: ${notDosed.join("、") || "无 none"} · ` +
+    `未识别药名 Not recognised: ${unknown.join("、") || "无 none"}`;
+  el.hidden = false;
+}
+
+function renderFindings(findings, prescription, safety) {
   const list = $("findings-list");
   list.replaceChildren();
   const sorted = [...findings].sort((a, b) => LEVEL_ORDER[a.level] - LEVEL_ORDER[b.level]);
@@ -268,7 +320,10 @@ function renderFindings(findings, prescription) {
     list.appendChild(li);
   }
   $("findings").hidden = sorted.length === 0;
-  $("no-findings").hidden = !(sorted.length === 0 && prescription && prescription.herbs && prescription.herbs.length);
+  const herbs = prescription && prescription.herbs && prescription.herbs.length;
+  $("no-findings").textContent = "未发现安全问题 No safety findings — within what was checked:";
+  $("no-findings").hidden = !(sorted.length === 0 && herbs);
+  if (herbs) renderCoverage(safety); else $("safety-coverage").hidden = true;
 }
 
 function cell(text, className) {

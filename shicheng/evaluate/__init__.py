@@ -1,0 +1,2 @@
+"""Evaluation: predictions, deterministic metrics (`shicheng.metrics`), statistics over cases
+(`stats`), style fidelity (`style`), the LLM judge and the report."""
