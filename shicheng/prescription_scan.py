@@ -89,7 +89,7 @@ def _by_first(words) -> dict[str, tuple[str, ...]]:
 
 
 class _Matcher:
-    """Longest-match lookup of every written form (herbs, merged names, formulas) by first character."""
+    """Longest-match lookup of every written form (herbs, merged names, formulas) by its first two characters."""
 
     def __init__(self, kb: Knowledge):
         self.kb = kb

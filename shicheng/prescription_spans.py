@@ -279,12 +279,25 @@ def keep_blocks(names: list[frozenset[str]], removes: list[bool]) -> list[int]:
             i = parent[i]
         return i
 
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            if removes[i] or removes[j] or not names[i] or not names[j]:
-                continue
-            if len(names[i] & names[j]) * 2 > min(len(names[i]), len(names[j])):
-                parent[root(i)] = root(j)
+    # Equal name sets are copies at once; other pairs are compared only where they share a name, and
+    # only with the last 64 blocks naming it, so a text of thousands of lines stays linear.
+    first: dict[frozenset[str], int] = {}
+    by_name: dict[str, list[int]] = {}
+    for j, herbs in enumerate(names):
+        if removes[j] or not herbs:
+            continue
+        if herbs in first:
+            parent[root(j)] = root(first[herbs])
+            continue
+        first[herbs] = j
+        seen: set[int] = set()
+        for name in herbs:
+            for i in by_name.get(name, [])[-64:]:
+                if i not in seen:
+                    seen.add(i)
+                    if len(names[i] & herbs) * 2 > min(len(names[i]), len(herbs)):
+                        parent[root(i)] = root(j)
+            by_name.setdefault(name, []).append(j)
     best: dict[int, int] = {}
     for i in range(len(names)):
         r = root(i)

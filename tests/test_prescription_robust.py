@@ -98,3 +98,14 @@ def test_property_random_strings_over_the_lexicon_never_raise(parts, ending):
 @given(st.text(max_size=80))
 def test_property_any_text_never_raises(text):
     well_formed(text)
+
+
+def test_long_inputs_stay_linear():
+    """A model can write thousands of lines; copies are found without comparing every pair of them."""
+    import time
+
+    for text in ("柴胡10g\n" * 6000, "柴胡10g 黄芩10g。" * 6000, "患者头晕，舌红，脉弦。" * 6000, "桂枝汤 " * 6000):
+        t0 = time.perf_counter()
+        well_formed(text)
+        assert time.perf_counter() - t0 < 8, text[:20]
+    assert [(h.base, h.grams) for h in parse_prescription("柴胡10g\n" * 6000, KB).herbs] == [("柴胡", 10)]
