@@ -164,9 +164,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from shicheng.agent.backends import TransformersBackend, _pick_device, _pick_dtype
+    from shicheng.agent.backends import TransformersBackend
+    from shicheng.agent.backends.transformers import pick_device, pick_dtype
 
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     gpu = device.type == "cuda"
     args.prompt_tokens = args.prompt_tokens or (256 if gpu else 64)
     args.new_tokens = args.new_tokens or (256 if gpu else 32)
@@ -174,7 +175,7 @@ def main() -> None:
         backend, source = TransformersBackend(args.model, device=args.device, dtype=args.dtype), args.model
     else:
         config = args.config or ("qwen2.5-1.5b" if gpu else "tiny")
-        backend, source = random_backend(config, device, _pick_dtype(args.dtype, device)), f"random:{config}"
+        backend, source = random_backend(config, device, pick_dtype(args.dtype, device)), f"random:{config}"
     if args.static_cache:
         backend.model.generation_config.cache_implementation = "static"
     weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())  # tied rows once

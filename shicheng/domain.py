@@ -1,13 +1,13 @@
 """The things every step of shicheng talks about: masters, cases, visits, answers, prescriptions, tasks.
 
 One definition each, as pydantic v2 models, so that curation, training, serving and evaluation all
-read and write the same JSON. See DESIGN.md §1 for the domain.
+read and write the same JSON.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -27,7 +27,7 @@ class SectionSpec(BaseModel):
     optional: bool = False
 
 
-# The answer's sections in their canonical order (DESIGN.md §1). `reasoning` lives inside <think>.
+# The answer's sections in their canonical order. `reasoning` lives inside <think>.
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec(key="reasoning", zh="思维过程", en="Reasoning"),
     SectionSpec(key="etiology_pathogenesis", zh="病因病机", en="Etiology and Pathogenesis"),
@@ -198,12 +198,22 @@ class JsonlError(ValueError):
         super().__init__(f"{path}:{line}: {message}")
 
 
-def _describe(err: ValidationError) -> str:
+def validation_message(err: ValidationError, *, whole: str = "(record)", limit: int | None = None,
+                       name_loc: Callable[[tuple], str] | None = None, where: str = "field '{}'") -> str:
+    """A pydantic ValidationError as one line: "field 'patient.age': Input should be a valid number; …".
+
+    whole: what an error about the object itself (an empty location) is called, e.g. "(file)".
+    limit: at most this many errors, then "; and N more". name_loc: writes a location instead of
+    joining it with dots (to name a list item by its id, say). where: how a location is shown ("{}"
+    for the bare path, as request and judge errors are written)."""
+    errors = err.errors()
+    shown = errors if limit is None else errors[:limit]
     parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(record)"
-        parts.append(f"field '{loc}': {e['msg']}")
-    return "; ".join(parts)
+    for e in shown:
+        loc = name_loc(tuple(e["loc"])) if name_loc else ".".join(str(p) for p in e["loc"])
+        parts.append(f"{where.format(loc or whole)}: {e['msg']}")
+    more = len(errors) - len(shown)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[M | JsonlError]:
@@ -218,7 +228,7 @@ def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[M | JsonlError]:
             except json.JSONDecodeError as e:
                 yield JsonlError(str(path), lineno, f"not valid JSON ({e.msg} at column {e.colno})")
             except ValidationError as e:
-                yield JsonlError(str(path), lineno, _describe(e))
+                yield JsonlError(str(path), lineno, validation_message(e))
 
 
 def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
@@ -243,6 +253,7 @@ def write_jsonl(path: str | Path, items: Iterable[BaseModel]) -> int:
 
 
 def load_master(path: str | Path) -> Master:
+    """One master from its YAML file (JSON, a subset of YAML, reads too)."""
     import yaml
 
     path = Path(path)
@@ -250,4 +261,29 @@ def load_master(path: str | Path) -> Master:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Master.model_validate(data)
     except ValidationError as e:
-        raise ValueError(f"{path}: {_describe(e)}") from e
+        raise ValueError(f"{path}: {validation_message(e)}") from e
+
+
+MASTER_SUFFIXES = (".yaml", ".yml")
+
+
+def load_master_files(source: str | Path | Iterable[str | Path], suffixes: tuple[str, ...] = MASTER_SUFFIXES
+                      ) -> dict[str, Master]:
+    """Masters by id from master YAML files: a folder (its files ending in `suffixes`, in name order) or
+    the files themselves. Two files giving the same id are refused, naming both: a silent winner would
+    train or serve one master's cases under the other's profile."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: not a folder of master files")
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    else:
+        files = sorted({Path(p).resolve(): Path(p) for p in source}.values())  # one file named twice is one
+    masters: dict[str, Master] = {}
+    given_by: dict[str, Path] = {}
+    for file in files:
+        master = load_master(file)
+        if master.id in masters:
+            raise ValueError(f"{file}: master id {master.id!r} is already given by {given_by[master.id]}")
+        masters[master.id], given_by[master.id] = master, file
+    return masters

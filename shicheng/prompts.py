@@ -1,10 +1,13 @@
 """The prompts, written once: curation builds training data with them, the agent asks with them.
 
 A model answers best when it is asked exactly as it was trained, so the stage datasets, the
-consultation agent and the evaluation all call these functions (DESIGN.md §3).
+consultation agent and the evaluation all call these functions (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from shicheng.domain import DISCLAIMER, SECTION_BY_KEY, Answer, Case, Master, Task, Visit
 from shicheng.prescription import format_herbs
@@ -114,6 +117,42 @@ def modification_text(previous: Visit, visit: Visit) -> str | None:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Modification:
+    """What a modification answer states in the layout of modification_text. added and removed: the text
+    of its 加： and 去： lines (several lines joined with ，), "" when they say 无, None when the answer has
+    no such line; new_prescription: what follows 调整后处方： (or 调整后方药：), None when absent."""
+
+    added: str | None
+    removed: str | None
+    new_prescription: str | None
+
+
+def _labelled_line(label: str) -> re.Pattern:
+    # A list marker (- * •) may precede the label, as models often write one.
+    return re.compile(rf"^[ \t]*(?:[-*•][ \t]*)?{label}[ \t]*[:：][ \t]*(.*)$", re.MULTILINE)
+
+
+_ADD_LINE, _REMOVE_LINE = _labelled_line("加"), _labelled_line("去")
+# The new prescription is written last and may run over several lines.
+_NEW_PRESCRIPTION = re.compile(r"调整后(?:处方|方药)[ \t]*[:：]\s*(.*)", re.DOTALL)
+_SAYS_NONE = {"", "无", "无。", "不加", "不去", "none"}
+
+
+def read_modification(text: str | None) -> Modification:
+    """The reader of modification_text's layout (加：… / 去：… / 调整后处方：…), for answers a model wrote."""
+    text = text or ""
+
+    def lines(pattern: re.Pattern) -> str | None:
+        found = [v.strip() for v in pattern.findall(text)]
+        return "，".join(v for v in found if v.lower() not in _SAYS_NONE) if found else None
+
+    m = _NEW_PRESCRIPTION.search(text)
+    new = m.group(1).strip() if m else None
+    return Modification(added=lines(_ADD_LINE), removed=lines(_REMOVE_LINE),
+                        new_prescription="" if new is not None and new.lower() in _SAYS_NONE else new)
+
+
 def messages(case: Case, visit_index: int, task: Task, master: Master | None, think: bool) -> list[dict] | None:
     """[system, user, assistant] for one training example, or None when the gold answer lacks the parts."""
     if task is Task.modification:
@@ -128,6 +167,6 @@ def messages(case: Case, visit_index: int, task: Task, master: Master | None, th
     return [*prompt_messages(case, visit_index, task, master), {"role": "assistant", "content": target}]
 
 
-__all__ = ["DISCLAIMER", "GENERIC_SYSTEM", "TASK_INSTRUCTIONS", "assistant_target", "describe_visit", "messages",
-           "modification_text", "previous_prescription", "prompt_messages", "system_prompt", "task_line",
-           "user_prompt"]
+__all__ = ["DISCLAIMER", "GENERIC_SYSTEM", "TASK_INSTRUCTIONS", "Modification", "assistant_target", "describe_visit",
+           "messages", "modification_text", "previous_prescription", "prompt_messages", "read_modification",
+           "system_prompt", "task_line", "user_prompt"]

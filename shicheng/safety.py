@@ -1,4 +1,4 @@
-"""Safety report for a parsed prescription and a patient (DESIGN.md §2).
+"""Safety report for a parsed prescription and a patient.
 
 Levels: `error` (十八反/十九畏 pairs; 禁用 herbs for a pregnant patient), `warning` (慎用 in pregnancy;
 daily dose outside the pharmacopoeia range, which a physician may exceed on purpose), `notice`

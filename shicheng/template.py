@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
 from shicheng.domain import OUTPUT_KEYS, REQUIRED_OUTPUT_KEYS, SECTION_BY_KEY, SECTION_KEYS, Answer
+from shicheng.text import normalise_text
 
 # Heading spellings we accept per section, besides the canonical zh/en headings.
 HEADING_ALIASES: dict[str, tuple[str, ...]] = {
@@ -57,7 +57,7 @@ def _heading_lookup() -> dict[str, str]:
 
 
 def _norm_heading(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
+    text = normalise_text(text, fold="nfkc", simplified=False).lower()
     return re.sub(r"[\s_*#]+", " ", text).strip()
 
 

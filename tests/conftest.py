@@ -29,7 +29,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from shicheng.curate.demo import load_demo_masters
+    from shicheng.demo import load_demo_masters
     from shicheng.train.tokenizer import configure_chat_tokens, train_demo_tokenizer
 
     tokenizer = train_demo_tokenizer(TINY_TEXTS * 4, vocab_size=600)

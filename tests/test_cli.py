@@ -47,7 +47,7 @@ def _command_paths(typer_app, prefix=()):
 
 def test_every_command_has_help():
     paths = list(_command_paths(app))
-    assert {("consult",), ("serve",), ("masters",), ("check-prescription",), ("bench", "tcmcr")} <= set(paths)
+    assert {("consult",), ("serve",), ("masters",), ("check-prescription",), ("tcmcr",)} <= set(paths)
     for path in [(), *paths]:
         res = runner.invoke(app, [*path, "--help"])
         assert res.exit_code == 0, (path, res.output)
@@ -59,3 +59,14 @@ def test_consult_and_serve_help_show_the_new_options():
     assert "--previous-prescription" in consult and "--not-pregnant" in consult
     serve = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
     assert "--insecure" in serve and "--no-chat-safety-notice" in serve
+
+
+def test_each_command_lives_in_the_module_of_its_step():
+    where = {info.name: info.callback.__module__ for info in app.registered_commands}
+    expected = {"check-prescription": "knowledge", "herb": "knowledge", "demo-data": "curate", "curate": "curate",
+                "train": "train", "compare-stages": "evaluate", "consult": "agent", "masters": "agent",
+                "tcmcr": "agent", "serve": "serve"}
+    assert {name: where.get(name) for name in expected} == {n: f"shicheng.cli.{m}" for n, m in expected.items()}
+    assert not app.registered_groups  # the TCMCR export is `shicheng tcmcr`, not `shicheng bench tcmcr`
+    res = runner.invoke(app, ["bench", "tcmcr", "--help"])
+    assert res.exit_code == 2 and "No such command 'bench'" in res.output

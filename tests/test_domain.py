@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from shicheng.domain import (
     SECTION_KEYS,
@@ -14,7 +15,9 @@ from shicheng.domain import (
     Task,
     Visit,
     iter_jsonl,
+    load_master_files,
     read_jsonl,
+    validation_message,
     write_jsonl,
 )
 
@@ -68,3 +71,38 @@ def test_tasks_and_sections():
     assert Task.modification.sections == ("modifications",)
     assert Task("syndrome").zh == "证候诊断"
     assert Answer(syndrome="x").missing()[:1] == ["etiology_pathogenesis"]
+
+
+def test_validation_message_names_each_field_and_the_whole():
+    with pytest.raises(ValidationError) as err:
+        Patient.model_validate({"age": "old", "sex": "x"})
+    message = validation_message(err.value)
+    assert "field 'sex'" in message and "field 'age'" in message and message.count(";") == 1
+    with pytest.raises(ValidationError) as err:
+        Case.model_validate([])
+    assert validation_message(err.value, whole="(file)").startswith("field '(file)': ")
+    with pytest.raises(ValidationError) as err:
+        Visit.model_validate({f"extra_{i}": i for i in range(5)})
+    assert validation_message(err.value, limit=2).endswith("; and 3 more")
+    assert validation_message(err.value, where="{}").startswith("extra_0: Extra inputs are not permitted; ")
+
+
+MASTER_YAML = "id: {id}\nname: 某医家\nschool: 扶阳\nfictional: true\n"
+
+
+def test_master_folder_loads_every_yaml_and_refuses_a_duplicate_id_naming_both_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(MASTER_YAML.format(id="wang"), encoding="utf-8")
+    (tmp_path / "b.yml").write_text(MASTER_YAML.format(id="li"), encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("not a master", encoding="utf-8")
+    masters = load_master_files(tmp_path)
+    assert sorted(masters) == ["li", "wang"] and masters["wang"].school == "扶阳"
+    # the same file named twice is one file, not a duplicate
+    assert sorted(load_master_files([tmp_path / "a.yaml", tmp_path / "a.yaml"])) == ["wang"]
+    (tmp_path / "c.yaml").write_text(MASTER_YAML.format(id="wang"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"c\.yaml: master id 'wang' is already given by .*a\.yaml"):
+        load_master_files(tmp_path)
+    with pytest.raises(ValueError, match=r"not a folder"):
+        load_master_files(tmp_path / "missing")
+    (tmp_path / "c.yaml").write_text("id: Bad Id\nname: x\nschool: y\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"c\.yaml: field 'id'"):
+        load_master_files(tmp_path)

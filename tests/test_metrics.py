@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import shicheng.metrics as metrics
+import shicheng.metrics.answer as metrics_answer
 from shicheng.domain import Answer, HerbItem, Patient, Prescription, Task
 from shicheng.metrics import (
     answer_metrics,
@@ -204,13 +204,13 @@ def test_parser_exception_gives_unparseable_not_a_crash(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(metrics, "parse_prescription", broken)
+    monkeypatch.setattr(metrics_answer, "parse_prescription", broken)
     row = answer_metrics(GOLD, OUTPUT, Task.full_chain)
     assert row["status"] == "unparseable"
     assert row["unparseable_parts"] == "gold_prescription,prescription"
     assert row["herb_f1"] is None and row["composition_point"] is None and row["has_prescription"] is None
     assert row["syndrome_exact"] is True  # the parts that could be read are still scored
-    monkeypatch.setattr(metrics, "parse_answer", broken)
+    monkeypatch.setattr(metrics_answer, "parse_answer", broken)
     row = answer_metrics(GOLD, OUTPUT, Task.full_chain)
     assert row["status"] == "unparseable" and row["unparseable_parts"].startswith("answer")
     assert row["completeness"] is None and row["syndrome_exact"] is None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shicheng.records import find_patient_facts, find_previous_prescription, normalise_text, pick_facts
+from shicheng.records import find_patient_facts, find_previous_prescription, pick_facts, read_records
+from shicheng.text import normalise_text
 
 
 def facts(text: str) -> dict[str, object]:
@@ -84,3 +85,50 @@ def test_previous_prescription_inside_the_text():
     # 前方 without a colon means "in front"; 上方加减 written as changes is no prescription of its own.
     assert find_previous_prescription("前方有车，上方去黄芩加丹参") is None
     assert find_previous_prescription("前方：") is None
+
+
+RECORDS = """【医案】A-01
+医家：王某教授
+患者：张某，女，45岁  电话：13800000000
+初诊：2023年3月1日
+主诉：胃脘冷痛3年。舌淡胖苔白滑，脉沉细。
+处方：党参15g 白术10g 干姜6g 炙甘草6g
+二诊：服药后痛减。
+处方：上方去干姜，加砂仁6g（后下）
+【医案】
+医家：李某
+一般情况：无
+"""
+
+
+def test_records_become_cases_and_rejects_without_any_ledger():
+    read = read_records(RECORDS, "notes/cases.txt", master_of=lambda written, source: {"王某": "wang"}.get(
+        written.removesuffix("教授")))
+    (case,) = read.cases
+    assert case.id == "A-01" and case.source == "notes/cases.txt:1" and case.master_id == "wang"
+    assert (case.patient.sex, case.patient.age, case.patient.id) == ("female", 45.0, "patient-A-01")
+    first, second = case.visits
+    assert (first.label, first.date, first.tongue, first.pulse) == ("初诊", "2023年3月1日", "舌淡胖苔白滑", "脉沉细。")
+    assert first.chief_complaint == "胃脘冷痛3年。"
+    # the follow-up's 上方去X加Y is the previous prescription changed
+    assert second.prescription.base_herbs() == ["党参", "白术", "甘草", "砂仁"]
+    assert "13800000000" not in case.model_dump_json()
+    assert read.rejected == [("notes/cases.txt:9", "no visit content: no 主诉, 现病史, 舌, 脉 or other presentation "
+                                                    "found")]
+    # without master_of no master is guessed; ids default to the name's stem
+    assert read_records("主诉：咳嗽。", "x/free.txt").cases[0].model_dump(include={"id", "master_id"}) == {
+        "id": "free-001", "master_id": None}
+    assert read_records("一段没有任何病历标记的文字", "x.txt").rejected == [
+        ("x.txt", "no case records found: no case, visit or field markers")]
+
+
+def test_reading_clinician_text_loads_no_curation_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, shicheng.agent, shicheng.serve.app\n"
+            "from shicheng.agent.cases import read_text_case\n"
+            "read_text_case('主诉：咳嗽。舌红，脉数。')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('shicheng.curate')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

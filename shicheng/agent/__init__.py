@@ -7,11 +7,13 @@ setting; consultations build their prompts with shicheng.prompts, exactly as tra
 from shicheng.agent.backends import (
     Backend,
     BackendUnavailable,
+    GenerationOptions,
     GenerationResult,
     OpenAIBackend,
     PromptTooLong,
     TextStream,
     TransformersBackend,
+    UnsupportedOption,
     is_url,
     load_masters,
     make_backend,
@@ -32,8 +34,8 @@ from shicheng.agent.consult import (
 )
 
 __all__ = [
-    "Backend", "BackendUnavailable", "ConsultError", "Consultation", "GenerationResult", "OpenAIBackend",
-    "PromptTooLong", "TextStream", "TransformersBackend", "case_from_text", "consult", "consult_messages",
-    "consult_stream", "is_url", "load_case", "load_masters", "make_backend", "read_case_file", "read_consultation",
-    "read_text_case", "resolve_master", "with_previous_prescription",
+    "Backend", "BackendUnavailable", "ConsultError", "Consultation", "GenerationOptions", "GenerationResult",
+    "OpenAIBackend", "PromptTooLong", "TextStream", "TransformersBackend", "UnsupportedOption", "case_from_text",
+    "consult", "consult_messages", "consult_stream", "is_url", "load_case", "load_masters", "make_backend",
+    "read_case_file", "read_consultation", "read_text_case", "resolve_master", "with_previous_prescription",
 ]

@@ -3,7 +3,7 @@
 Text is normalised first (traditional characters to simplified, full-width digits to ASCII) because the
 record reader and the model both know simplified text only. Patient facts come from three places, in
 this order of precedence: flags (`--sex`, `--age`, `--pregnant`, or the request's fields), record
-headers (性别：女, 年龄：52岁, read by the record importer), then the running text (患者女，30岁，妊娠12周).
+headers (性别：女, 年龄：52岁, read by the case record reader), then the running text (患者女，30岁，妊娠12周).
 Each fact used is returned with its source and evidence, so the answer can say why the safety check
 believed what it did. A previous prescription written inside the text (二诊：… 前方：柴胡10g …) makes the
 case a follow-up, the same as the `--previous-prescription` option.
@@ -16,14 +16,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shicheng.domain import Answer, Case, Patient, Visit, read_jsonl
+from shicheng.domain import Answer, Case, Patient, Visit, read_jsonl, validation_message
 from shicheng.records import (
     PatientFact,
     find_patient_facts,
     find_previous_prescription,
-    normalise_text,
     pick_facts,
+    read_records,
 )
+from shicheng.text import normalise_text, read_text
 
 VISIT_TEXT_FIELDS = ("chief_complaint", "present_illness", "history", "tongue", "pulse", "other_findings")
 
@@ -33,12 +34,8 @@ class ConsultError(ValueError):
 
 
 def _record_cases(text: str, source: Path) -> list[Case]:
-    """Cases read by the plain-text record importer (主诉：… 舌象：… 初诊/二诊 …); [] when it finds none."""
-    from shicheng.curate.importers.text_records import read_case_records
-    from shicheng.curate.importers.values import MasterResolver, PrescriptionReader
-    from shicheng.curate.ledger import Ledger
-
-    return read_case_records(text, source, Ledger(), MasterResolver(), PrescriptionReader()).cases
+    """Cases read by the case record reader (主诉：… 舌象：… 初诊/二诊 …); [] when it finds none."""
+    return read_records(text, str(source), source.stem).cases
 
 
 def flag_facts(sex: str | None, age: float | None, pregnant: bool | None) -> list[PatientFact]:
@@ -85,8 +82,7 @@ def resolve_patient(case: Case, texts: list[str], flags: list[PatientFact], know
     try:
         patient = Patient.model_validate(values)
     except ValidationError as e:
-        raise ConsultError("patient: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                                   for x in e.errors())) from e
+        raise ConsultError(f"patient: {validation_message(e, where='{}')}") from e
     order = {"sex": 0, "age": 1, "pregnant": 2}
     return case.model_copy(update={"patient": patient}), sorted(used.values(), key=lambda f: order[f.field])
 
@@ -142,7 +138,7 @@ def read_text_case(text: str, *, sex: str | None = None, age: float | None = Non
                    **fields: str | None) -> tuple[Case, int, list[PatientFact]]:
     """The case, the 0-based visit to answer, and the patient facts used, from what a clinician typed.
 
-    A record with headings (主诉：… 舌象：… 脉象：…, even 初诊/二诊) is read by the record importer; any
+    A record with headings (主诉：… 舌象：… 脉象：…, even 初诊/二诊) is read by the case record reader; any
     other text becomes the present illness. `fields` (chief_complaint, tongue, pulse …) fill or override
     the last visit. A previous prescription, given or written in the text, makes the case a follow-up."""
     unknown = sorted(set(fields) - set(VISIT_TEXT_FIELDS))
@@ -191,8 +187,6 @@ def read_case_file(path: str | Path, case_id: str | None = None, *, sex: str | N
         elif suffix == ".json":
             cases = _json_cases(path)
         else:
-            from shicheng.curate.importers.encoding import read_text
-
             text = normalise_text(read_text(path).text.lstrip("\ufeff"))
             cases = _record_cases(text, path) or ([Case(id=path.stem, visits=[Visit(present_illness=text.strip())],
                                                         source=str(path))] if text.strip() else [])
@@ -245,9 +239,7 @@ def _json_cases(path: Path) -> list[Case]:
             cases.append(Case.model_validate(item))
         except ValidationError as e:
             where = f"item [{i}]: " if isinstance(data, list) else ""
-            fields = "; ".join(f"field '{'.'.join(map(str, x['loc'])) or '(record)'}': {x['msg']}"
-                               for x in e.errors())
-            raise ConsultError(f"{path}: {where}{fields}") from e
+            raise ConsultError(f"{path}: {where}{validation_message(e)}") from e
     return cases
 
 

@@ -20,17 +20,13 @@ from shicheng.prescription import (
     parse_prescription,
     refers_to_previous,
 )
+from shicheng.prompts import read_modification
 from shicheng.records import PatientFact, find_patient_facts, pick_facts
 from shicheng.safety import SafetyReport, safety_report
 from shicheng.template import parse_answer
 
-# The modification target (prompts.modification_text) writes these lines; a list marker may precede them.
-_ADD_LINE = re.compile(r"^[ \t]*(?:[-*•][ \t]*)?加[ \t]*[:：][ \t]*(.*)$", re.MULTILINE)
-_REMOVE_LINE = re.compile(r"^[ \t]*(?:[-*•][ \t]*)?去[ \t]*[:：][ \t]*(.*)$", re.MULTILINE)
-_NEW_RX_LINE = re.compile(r"^[ \t]*(?:[-*•][ \t]*)?调整后处方[ \t]*[:：][ \t]*(.*)$", re.MULTILINE)
 # 去黄芩、白芍 / 减去半夏 written in running text.
 _REMOVE_CLAUSE = re.compile(r"(?:^|(?<=[，,。；;\s]))(?:去掉|去除|减去|删去|去)\s*([^，,。；;\n]+)")
-_NONE = {"", "无", "无。", "不加", "不去", "none"}
 _LEVEL_ZH = {"error": "禁忌 error", "warning": "警示 warning", "notice": "提示 notice"}
 
 
@@ -48,14 +44,6 @@ def parse_guarded(text: str) -> Parsed:
         return Parsed(prescription=None, unparsed=[f"{text.strip()} (not read: the prescription parser failed: "
                                                    f"{type(e).__name__})"])
     return Parsed(prescription=parsed.prescription, unparsed=list(parsed.unparsed), removed=list(parsed.removed))
-
-
-def _line(pattern: re.Pattern, text: str) -> str | None:
-    m = pattern.search(text)
-    if m is None:
-        return None
-    value = m.group(1).strip()
-    return "" if value in _NONE else value
 
 
 def _names(rx: Prescription, bases: set[str]) -> list[str]:
@@ -103,7 +91,8 @@ def answer_prescription(sections: dict[str, str], task: Task, previous: Prescrip
         if previous is not None and rx is not None and refers_to_previous(sections["prescription"]):
             rx = apply_to_previous(previous, _as_parsed(parsed))
     elif task is Task.modification and mod_text:
-        new_text, add_text, remove_text = (_line(p, mod_text) for p in (_NEW_RX_LINE, _ADD_LINE, _REMOVE_LINE))
+        stated_lines = read_modification(mod_text)
+        new_text, add_text, remove_text = stated_lines.new_prescription, stated_lines.added, stated_lines.removed
         added = (parse_guarded(add_text).prescription if add_text else None) or Prescription()
         removed = (parse_guarded(remove_text).prescription if remove_text else None) or Prescription()
         if add_text is not None or remove_text is not None:

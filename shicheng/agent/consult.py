@@ -123,21 +123,15 @@ def consult_stream(backend: Backend, case: Case, master: Master | None, task: Ta
     check_prompt_fits(backend, messages, gen.get("max_new_tokens"))
 
     def events() -> Iterator[dict]:
-        started = time.perf_counter()
-        first: float | None = None
-        parts: list[str] = []
         stream = backend.stream(messages, **gen)
         try:
             for piece in stream:
-                first = first if first is not None else time.perf_counter() - started
-                parts.append(piece)
                 yield {"type": "delta", "text": piece}
         finally:
-            if hasattr(stream, "close"):
-                stream.close()
-        result = getattr(stream, "result", None) or GenerationResult(
-            text="".join(parts), prompt_tokens=0, completion_tokens=0, seconds=time.perf_counter() - started,
-            first_token_s=first)
+            stream.close()
+        if stream.result is None:
+            raise RuntimeError(f"backend {backend.name} ended a stream without its result")
+        result = stream.result
         consultation = read_consultation(result, case, master, task, idx, facts)
         yield {"type": "result", "consultation": consultation.model_dump(mode="json")}
 

@@ -1,1 +1,2 @@
-"""Curation: a master's raw materials -> clean cases and corpus -> the five stage datasets (DESIGN.md §3)."""
+"""Curation: a master's raw materials -> clean cases and corpus -> the five stage datasets
+(docs/architecture.md, "Layers")."""

@@ -11,21 +11,12 @@ import re
 from collections import Counter
 from datetime import date
 
-import opencc
 from datasketch import MinHash, MinHashLSH
 
 from shicheng.curate.ledger import Ledger
-from shicheng.curate.scrub import DATE, PII_PATTERNS, SURNAMES, parse_date, scrub_text  # noqa: F401  (re-exported)
+from shicheng.curate.scrub import DATE, parse_date, scrub_text
 from shicheng.domain import Case
-
-_T2S = opencc.OpenCC("t2s")
-# Full-width letters and digits become ASCII; Chinese full-width punctuation (，。：) is kept on purpose.
-_FULLWIDTH = {c: c - 0xFEE0 for c in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))}
-_FULLWIDTH.update({0x3000: 0x20, 0xFF05: ord("%"), 0xFF0B: ord("+"), 0xFF0D: ord("-"), 0xFF0E: ord(".")})
-
-
-def normalize_text(text: str) -> str:
-    return _T2S.convert(text.translate(_FULLWIDTH))
+from shicheng.text import normalise_text
 
 
 def _first_date(case: Case) -> date | None:
@@ -59,7 +50,7 @@ def pseudonymize(value: str, salt: str = "shicheng") -> str:
 
 def clean_case(case: Case, counts: Counter) -> Case:
     """Normalised, scrubbed copy of a case: patient id hashed, dates relative to the first visit."""
-    case = _map_strings(case, normalize_text)
+    case = _map_strings(case, normalise_text)
     anchor = _first_date(case)
     case = _map_strings(case, lambda s: scrub_text(s, counts, anchor))
     if case.patient.id and not case.patient.id.startswith("p-"):
@@ -146,7 +137,7 @@ def clean_corpus(records: list[dict], ledger: Ledger, min_chars: int = 20) -> tu
     kept = []
     for rec in records:
         ledger.seen("clean-corpus")
-        text = scrub_text(normalize_text(rec["text"]), counts).strip()
+        text = scrub_text(normalise_text(rec["text"]), counts).strip()
         if len(text) < min_chars:
             ledger.reject("clean-corpus", rec.get("source", "?"), f"too short: {len(text)} characters")
             continue

@@ -1,4 +1,4 @@
-"""Write the five stage datasets (DESIGN.md §1) as Hugging Face-loadable JSONL.
+"""Write the five stage datasets (docs/architecture.md, "The data flow") as Hugging Face-loadable JSONL.
 
     stage1_cpt         {"text", "source"}                       corpus + training-split case records
     stage2_sft         {"messages", "task", "case_id", "master_id": None}   seven tasks, general cases

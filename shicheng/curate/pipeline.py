@@ -20,11 +20,11 @@ from shicheng.curate.clean import clean_cases, clean_corpus
 from shicheng.curate.datasets import build_stage_rows, write_jsonl_rows, write_stages
 from shicheng.curate.importers import import_path
 from shicheng.curate.ledger import Ledger
-from shicheng.curate.rxread import UnreadablePrescription, read_prescription
 from shicheng.curate.scrub import redact
 from shicheng.curate.split import SPLITS, split_cases
-from shicheng.domain import Case, Master, load_master
+from shicheng.domain import Case, load_master_files
 from shicheng.prescription import apply_to_previous, format_herbs, refers_to_previous
+from shicheng.records.prescriptions import UnreadablePrescription, read_prescription
 
 SKIP_NAMES = ("README", "mapping")  # documentation and column mappings travel with materials; they are not data
 MAX_WARNINGS = 200  # the card lists this many; `warnings_total` counts them all
@@ -109,14 +109,6 @@ def is_synthetic(path: Path) -> bool:
     return any(mark in head for mark in SYNTHETIC_MARKS)
 
 
-def load_masters(paths: list[Path]) -> dict[str, Master]:
-    masters = {}
-    for p in sorted(paths):
-        m = load_master(p)
-        masters[m.id] = m
-    return masters
-
-
 def complete_followups(case: Case) -> Case:
     """Parse prescriptions; a follow-up written as 上方去X加Y becomes the full list (kept after the original).
 
@@ -155,7 +147,7 @@ def curate(materials: list[Path], out_dir: Path, mapping: Path | None = None, ma
     names = source_names(materials)
     if masters_dir is not None:
         master_files += sorted(Path(masters_dir).glob("*.y*ml"))
-    masters = load_masters(master_files)
+    masters = load_master_files(master_files)
     master_names = {m.name: m.id for m in masters.values()} | {m.id: m.id for m in masters.values()}
     cases: list[Case] = []
     corpus: list[dict] = []

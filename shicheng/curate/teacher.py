@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from shicheng.curate.ledger import Ledger
-from shicheng.curate.rxread import UnreadablePrescription, read_prescription
 from shicheng.domain import REQUIRED_OUTPUT_KEYS, SECTION_BY_KEY, Answer, Case, Master, Visit
-from shicheng.knowledge import load_knowledge
 from shicheng.prompts import describe_visit
+from shicheng.records.prescriptions import UnreadablePrescription, read_prescription
 from shicheng.template import parse_answer, render_answer
+from shicheng.text import normalise_text
 
 STEP = "teacher"
 
@@ -159,7 +158,7 @@ _SYNDROME_SPLIT = re.compile(r"[，,、；;。.\s/|]+|兼夹|兼|伴|夹|并")
 
 
 def _norm(text: str) -> str:
-    text = load_knowledge().to_simplified(unicodedata.normalize("NFKC", text or ""))
+    text = normalise_text(text, fold="nfkc")
     return re.sub(r"[\W_]+", "", text)
 
 

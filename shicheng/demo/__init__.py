@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shicheng.domain import Master, load_master
+from shicheng.domain import Master, load_master_files
 
 DEMO_DIR = Path(__file__).parent
 
@@ -21,18 +21,12 @@ def masters_dir() -> Path:
 
 def load_demo_masters() -> dict[str, Master]:
     """The five fictional demo masters by id."""
-    masters = {}
-    for path in sorted(masters_dir().glob("*.yaml")):
-        master = load_master(path)
-        if master.id in masters:
-            raise ValueError(f"{path}: master id {master.id!r} already used by another file")
-        masters[master.id] = master
-    return masters
+    return load_master_files(masters_dir())
 
 
 def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int = 450) -> dict:
     """Write the demo raw materials into out_dir; returns counts (see generator.generate_demo)."""
-    from shicheng.curate.demo.generator import generate_demo as _generate
+    from shicheng.demo.generator import generate_demo as _generate
 
     return _generate(out_dir, seed=seed, n_cases=n_cases)
 

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from shicheng.curate.demo.data import (
+from shicheng.demo.data import (
     NOTES,
     FollowUp,
     HerbDose,

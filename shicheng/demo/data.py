@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shicheng.domain import validation_message
+
 DEMO_DIR = Path(__file__).parent
 SCHOOLS: tuple[str, ...] = ("fuyang", "butu", "wenbing", "jingfang", "huoxue")
 NOTES = ("先煎", "后下", "包煎", "烊化", "冲服", "另煎")
@@ -164,15 +166,15 @@ def _load(path: Path, model: type[BaseModel]):
     except yaml.YAMLError as e:
         raise DemoDataError(f"{path}: not valid YAML: {e}") from e
     except ValidationError as e:
-        parts = []
-        for err in e.errors():
-            loc = list(err["loc"])
-            if len(loc) >= 2 and loc[0] == "syndromes" and isinstance(loc[1], int):
+        def name_loc(loc: tuple) -> str:
+            parts = list(loc)
+            if len(parts) >= 2 and parts[0] == "syndromes" and isinstance(parts[1], int):
                 entries = (data or {}).get("syndromes") or []
-                if loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
-                    loc[1] = f"{loc[1]}({entries[loc[1]].get('id')})"
-            parts.append(f"field '{'.'.join(str(p) for p in loc)}': {err['msg']}")
-        raise DemoDataError(f"{path}: " + "; ".join(parts)) from e
+                if parts[1] < len(entries) and isinstance(entries[parts[1]], dict):
+                    parts[1] = f"{parts[1]}({entries[parts[1]].get('id')})"
+            return ".".join(str(p) for p in parts)
+
+        raise DemoDataError(f"{path}: {validation_message(e, name_loc=name_loc)}") from e
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from shicheng.curate.demo.cases import DemoCase, DemoVisit, RxHerb
+from shicheng.demo.cases import DemoCase, DemoVisit, RxHerb
 
 HEADER = "合成演示数据（synthetic demonstration data），非医疗建议 — not medical advice"
 VISIT_LABELS = ("初诊", "二诊", "三诊", "四诊")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from shicheng.curate.demo.cases import CaseBuilder, DemoCase, DemoPatient, DemoVisit, RxHerb, visit_dates
-from shicheng.curate.demo.data import FollowUp, Style, Syndrome, parse_herb_list
+from shicheng.demo.cases import CaseBuilder, DemoCase, DemoPatient, DemoVisit, RxHerb, visit_dates
+from shicheng.demo.data import FollowUp, Style, Syndrome, parse_herb_list
 from shicheng.domain import Master
 
 ACUTE_TAGS = {"表", "温"}

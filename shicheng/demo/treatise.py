@@ -8,8 +8,8 @@ TREATISE_MAX characters.
 
 from __future__ import annotations
 
-from shicheng.curate.demo.data import Style, SyndromeTable, Treatment, load_herb_info, parse_herb_list
-from shicheng.curate.demo.render import HEADER
+from shicheng.demo.data import Style, SyndromeTable, Treatment, load_herb_info, parse_herb_list
+from shicheng.demo.render import HEADER
 from shicheng.domain import Master
 from shicheng.knowledge import Knowledge
 

@@ -8,7 +8,7 @@ One verdict per (prediction row, judge), in row order then judge order. A row is
 A row asked as another master than the case's own (counterfactual mode) is judged reference-free under
 `mode="auto"`: the gold answer is the other master's, so it cannot say how the asked master would answer.
 
-What is scored (DESIGN.md §1): the rubric items the row's task asks for; in reference mode only those
+What is scored (rubrics/paper-55-v1.yaml): the rubric items the row's task asks for; in reference mode only those
 the gold answer has (the maximum shrinks); the master's-theory item only when a master is named. An item
 the model did not answer scores 0 and is listed in `missing`, whatever the judge said. "Answered" is
 decided by our parser (`template.parse_answer`): the item's section has content. One leniency: when the

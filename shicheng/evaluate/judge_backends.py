@@ -32,6 +32,7 @@ import openai
 import tenacity
 from pydantic import BaseModel, ValidationError
 
+from shicheng.domain import validation_message
 from shicheng.evaluate.rubric import Rubric
 
 
@@ -94,15 +95,6 @@ def json_part(text: str) -> str:
     return text[start:end + 1] if start != -1 and end > start else text
 
 
-def describe_validation(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:8]:
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        parts.append(f"{loc}: {e['msg']}")
-    more = len(err.errors()) - 8
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
 def parse_verdict(text: str, validator: type[BaseModel]) -> tuple[dict | None, str | None]:
     """(validated verdict, None) or (None, what is wrong, in words a judge can act on)."""
     body = json_part(text)
@@ -114,7 +106,7 @@ def parse_verdict(text: str, validator: type[BaseModel]) -> tuple[dict | None, s
     try:
         return validator.model_validate(data).model_dump(mode="json"), None
     except ValidationError as e:
-        return None, "schema violation: " + describe_validation(e)
+        return None, "schema violation: " + validation_message(e, whole="(root)", limit=8, where="{}")
 
 
 class JudgeBackend(ABC):
@@ -304,4 +296,4 @@ class OpenAIJudge(JudgeBackend):
 
 
 __all__ = ["JudgeBackend", "JudgeCallError", "JudgeConfigError", "JudgeOutcome", "JudgeRequest", "OpenAIJudge",
-           "RawReply", "describe_validation", "json_part", "parse_verdict"]
+           "RawReply", "json_part", "parse_verdict"]

@@ -94,9 +94,7 @@ class TransformersJudge(JudgeBackend):
         self.max_attempts = max_attempts
         self.max_new_tokens = max_new_tokens  # None: the schema's bound
         tok, mdl = self.backend.tokenizer, self.backend.model
-        eos = mdl.generation_config.eos_token_id
-        eos = tok.eos_token_id if eos is None else eos
-        self._eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self._eos = sorted(self.backend.eos_token_ids)
         # The embedding may have more rows than the tokenizer has tokens (padding to a multiple): mask them all.
         vocab_rows = mdl.get_output_embeddings().weight.shape[0]
         info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=vocab_rows, stop_token_ids=self._eos)

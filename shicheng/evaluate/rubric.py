@@ -1,9 +1,10 @@
 """The judging rubric as data: a versioned YAML file (`rubrics/*.yaml`) holding the points, the prompt and,
 derived from them, the JSON schema of a verdict and the pydantic model that validates one.
 
-The shipped rubric is the paper's 55 points (DESIGN.md §1 "Automatic judging"). A rubric knows which of
-its items apply to one answer (`scored_items`): the items the task asks for, less those the gold answer
-lacks (the maximum shrinks) and the master's-theory item when no master is named. Two modes:
+The shipped rubric is the paper's 55 points (Med-Shicheng, arXiv 2603.23520, "Automatic judging"). A
+rubric knows which of its items apply to one answer (`scored_items`): the items the task asks for, less
+those the gold answer lacks (the maximum shrinks) and the master's-theory item when no master is named.
+Two modes:
 `reference` (the judge sees the gold answer) and `reference_free` (no gold: criteria that need a gold
 answer use their `reference_free` variant, e.g. herb match becomes herb fitness, judged).
 
@@ -33,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from shicheng.domain import SECTION_BY_KEY
+from shicheng.domain import SECTION_BY_KEY, validation_message
 
 Mode = Literal["reference", "reference_free"]
 MODES: tuple[str, ...] = ("reference", "reference_free")
@@ -294,8 +295,6 @@ def template_names(text: str) -> set[str]:
     return names
 
 
-def _describe(err: ValidationError) -> str:
-    return "; ".join(f"field '{'.'.join(str(p) for p in e['loc']) or '(file)'}': {e['msg']}" for e in err.errors())
 
 
 def shipped_rubrics() -> list[Path]:
@@ -323,7 +322,7 @@ def load_rubric(path_or_name: str | Path | None = None) -> Rubric:
     try:
         return Rubric.model_validate(data)
     except ValidationError as e:
-        raise RubricError(f"{path}: {_describe(e)}") from e
+        raise RubricError(f"{path}: {validation_message(e, whole='(file)')}") from e
 
 
 __all__ = ["CODE_CRITERIA", "DEFAULT_RUBRIC", "MAX_HERBS", "MODES", "RUBRICS_DIR", "Completeness", "Criterion",

@@ -1,7 +1,7 @@
 """Style fidelity: does asking for master X give an answer in X's style?
 
 Three views, all deterministic:
-- attribution: a style model fitted on the training split (rewards.MasterStyleModel) names the master an
+- attribution: a style model fitted on the training split (metrics.MasterStyleModel) names the master an
   answer most resembles; accuracy and the confusion matrix (rows: master asked for, columns: master
   attributed), for normal predictions and for the counterfactual mode (every case asked as every master);
 - herb distribution: per master, the Jensen–Shannon divergence (base 2, in [0, 1]) between the herbs of
@@ -17,22 +17,17 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from shicheng.domain import Case, Task
-from shicheng.metrics import HerbsLike, base_herbs
-from shicheng.train.rewards import MasterStyleModel
+from shicheng.metrics import HerbsLike, MasterStyleModel, base_herbs, confusion_matrix
 
-UNATTRIBUTED = "(none)"  # column for answers with no feature the style model knows: nobody's style
 # Tasks whose answers carry style features (herbs, or syndrome/principle/pathogenesis/theory terms).
 STYLE_TASKS = frozenset(t.value for t in Task if set(t.sections) & {
     "syndrome", "treatment_principle", "etiology_pathogenesis", "master_theory", "prescription"})
 
 
 def attribute(text: str, model: MasterStyleModel) -> str | None:
-    """The master the style model attributes the answer to; None when no feature of it is known (all
-    logits equal), rather than whichever master happens to sort first."""
-    logits = model.logits(text)
-    if len(set(logits.values())) == 1:
-        return None
-    return max(model.masters, key=logits.__getitem__)
+    """The master the style model attributes the answer to (MasterStyleModel.attribute); None when no
+    feature of it is known."""
+    return model.attribute(text)
 
 
 def attribution_matrix(pairs: Iterable[tuple[str, str]], model: MasterStyleModel) -> dict:
@@ -41,21 +36,7 @@ def attribution_matrix(pairs: Iterable[tuple[str, str]], model: MasterStyleModel
     `rows` are the masters asked for (the model's masters, then any others), `columns` the model's masters
     plus UNATTRIBUTED; `matrix[i][j]` counts answers asked as rows[i] attributed to columns[j]. An
     unattributed answer is a miss. `per_master` is the row accuracy (None for a master never asked)."""
-    return _confusion([(asked, attribute(text, model)) for asked, text in pairs], model)
-
-
-def _confusion(attributed: list[tuple[str, str | None]], model: MasterStyleModel) -> dict:
-    columns = [*model.masters, UNATTRIBUTED]
-    extra = sorted({r for r, _ in attributed} - set(model.masters))
-    rows = [*model.masters, *extra]
-    counts = Counter((r, UNATTRIBUTED if who is None else who) for r, who in attributed)
-    matrix = [[counts[(r, c)] for c in columns] for r in rows]
-    per_master = {r: counts[(r, r)] / sum(line) if sum(line) else None
-                  for r, line in zip(rows, matrix, strict=True)}
-    n = len(attributed)
-    hits = sum(counts[(r, r)] for r in rows)
-    return {"accuracy": hits / n if n else None, "n": n, "n_unattributed": sum(line[-1] for line in matrix),
-            "rows": rows, "columns": columns, "matrix": matrix, "per_master": per_master}
+    return confusion_matrix([(asked, model.attribute(text)) for asked, text in pairs], model.masters)
 
 
 def switch_matrix(triples: Iterable[tuple[str, str, str]], model: MasterStyleModel) -> dict:
@@ -68,7 +49,7 @@ def switch_matrix(triples: Iterable[tuple[str, str, str]], model: MasterStyleMod
 
 
 def _switch(attributed: list[tuple[str, str, str | None]], model: MasterStyleModel) -> dict:
-    result = _confusion([(asked, who) for asked, _, who in attributed], model)
+    result = confusion_matrix([(asked, who) for asked, _, who in attributed], model.masters)
     moved = [(asked, own, who) for asked, own, who in attributed if asked != own]
     n = len(moved)
     return result | {"n_switch": n,
@@ -216,7 +197,7 @@ def style_fidelity(predictions: Sequence[Mapping], model: MasterStyleModel, case
                 herbs["normal" if asked == own else "counterfactual"].setdefault(asked, []).append(bases)
         has_counter = any(asked != own for asked, own, _ in attributed)
         result: dict = {"n": len(rows), "n_unparseable": bad,
-                        "attribution": _confusion([(a, w) for a, o, w in attributed if a == o], model),
+                        "attribution": confusion_matrix([(a, w) for a, o, w in attributed if a == o], model.masters),
                         "counterfactual": _switch(attributed, model) if has_counter else None}
         for mode, generated in herbs.items():
             suffix = "" if mode == "normal" else "_counterfactual"

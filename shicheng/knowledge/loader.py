@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shicheng.domain import validation_message
+
 DATA_DIR = Path(__file__).parent / "data"
 
 
@@ -153,9 +155,7 @@ def _validate(model, data, loc: str, problems: list[str]):
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(row)"
-            problems.append(f"{loc}: field '{where}': {err['msg']}")
+        problems.append(f"{loc}: {validation_message(e, whole='(row)')}")
         return None
 
 
@@ -190,6 +190,8 @@ def _yaml_list(path: Path, key: str, model, problems: list[str]) -> list:
 def read_files(data_dir: Path = DATA_DIR, units_file: Path | None = None) -> RawKnowledge:
     raw = RawKnowledge()
     p = raw.problems
+    # Name order is the order of the lexicon (and of the tokenizer's added terms): the shipped files are
+    # numbered in the 《中药学》 chapter order they hold.
     herb_files = sorted(data_dir.glob("herbs*.csv"))
     if not herb_files:
         p.append(f"{data_dir}: no herbs*.csv files")

@@ -1,10 +1,9 @@
 """What a clinician's pasted text says that the safety check needs: sex, age, pregnancy, a previous prescription.
 
-Ground floor (no curate/agent/serve imports): plain functions over text, usable by the agent, the
-server and curation alike. Real notes rarely have headings: "患者女，30岁，妊娠12周。咳嗽三日…". The
-readers look for the facts anywhere, and stay away from what only resembles them: a relative's age
-(母亲60岁), an age in the history (10岁时), obstetric history (孕2产1), a denial (否认怀孕, 未孕),
-a menarche (14岁初潮). Traditional characters are read as simplified (OpenCC t2s, as curation does).
+Real notes rarely have headings: "患者女，30岁，妊娠12周。咳嗽三日…". The readers look for the facts
+anywhere, and stay away from what only resembles them: a relative's age (母亲60岁), an age in the
+history (10岁时), obstetric history (孕2产1), a denial (否认怀孕, 未孕), a menarche (14岁初潮).
+Traditional characters are read as simplified (shicheng.text.normalise_text, as curation does).
 
 Every fact keeps the words it was read from (`evidence`) and where (`position`, a character offset in
 the text as given), so a page can show a clinician why the check believed the patient was pregnant.
@@ -16,16 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import opencc
 from pydantic import BaseModel, Field
+
+from shicheng.text import normalise_text
 
 FactField = Literal["sex", "age", "pregnant"]
 FactSource = Literal["flag", "header", "text", "case"]
-
-_T2S = opencc.OpenCC("t2s")
-# Full-width digits and letters become ASCII; Chinese full-width punctuation (，。：) stays, as in curation.
-_FULLWIDTH = {c: c - 0xFEE0 for c in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))}
-_FULLWIDTH.update({0x3000: 0x20, 0xFF05: ord("%"), 0xFF0B: ord("+"), 0xFF0D: ord("-"), 0xFF0E: ord(".")})
 
 
 class PatientFact(BaseModel):
@@ -44,11 +39,6 @@ class PatientFact(BaseModel):
             if not isinstance(self.value, float) else f"{self.value:g}岁"
         where = f"{self.source}: {self.evidence}" if self.evidence else self.source
         return f"{shown} ({where})"
-
-
-def normalise_text(text: str) -> str:
-    """Traditional to simplified characters and full-width digits to ASCII, as curation normalises."""
-    return _T2S.convert((text or "").translate(_FULLWIDTH))
 
 
 def _aligned(text: str) -> str:
@@ -295,4 +285,4 @@ def find_previous_prescription(text: str) -> TextSpan | None:
 
 
 __all__ = ["FactField", "FactSource", "PatientFact", "TextSpan", "find_patient_facts", "find_previous_prescription",
-           "normalise_text", "pick_facts"]
+           "pick_facts"]

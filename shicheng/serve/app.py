@@ -5,8 +5,9 @@ was trained on. Each master is a model id (`shicheng-<master id>`), so any OpenA
 by picking a model; `shicheng` alone answers without one. Chat answers are asked with our master system
 prompt and safety-checked (shicheng.serve.chat); consultations are the agent's (shicheng.agent).
 
-Requests pass, outermost first: the request log and body-size limit (limits.RequestGuard), then the API
-key and body-type check and the security headers (security.ApiGuard), before FastAPI parses anything. A
+Requests pass, outermost first: the request log (logs.RequestLog), the body-size limit
+(limits.BodySizeLimit), then the API key and body-type check and the security headers
+(security.ApiGuard), before FastAPI parses anything. A
 non-streamed request whose client hangs up is cancelled like a stream: its place in the queue is given
 back and a running generation stops. A prompt that does not fit the model's context gets 400.
 """
@@ -30,20 +31,21 @@ from pydantic import ValidationError
 from shicheng.agent import Backend, ConsultError
 from shicheng.agent.backends import PromptTooLong, check_prompt_fits
 from shicheng.agent.consult import consult_messages, consult_stream, visit_position
-from shicheng.domain import Master
+from shicheng.domain import Master, validation_message
 from shicheng.prompts import system_prompt
 from shicheng.serve.cases import build_case
 from shicheng.serve.chat import ChatTurn, chat_messages
 from shicheng.serve.errors import ApiError, add_error_handlers, generation_failed
 from shicheng.serve.limits import (
+    BodySizeLimit,
     ClientGone,
     GenerationQueue,
     QueueFull,
-    RequestGuard,
     Ticket,
     collect,
     unless_disconnected,
 )
+from shicheng.serve.logs import RequestLog
 from shicheng.serve.page import render_index
 from shicheng.serve.schemas import ChatRequest, ConsultRequest
 from shicheng.serve.security import ApiGuard
@@ -77,7 +79,8 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue
     app.add_middleware(ApiGuard, api_key=api_key)
-    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestLog)
     add_error_handlers(app)
     auth = [Security(BEARER)]
 
@@ -105,7 +108,7 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "backend": getattr(backend, "name", type(backend).__name__),
+        return {"status": "ok", "backend": backend.name,
                 "masters": sorted(masters), "queue": queue.stats()}
 
     @app.get("/v1/models", dependencies=auth)
@@ -144,7 +147,7 @@ def create_app(backend: Backend, masters: dict[str, Master], api_key: str | None
             return Response(status_code=CLIENT_CLOSED)
         except Exception as e:
             raise generation_failed(e) from e
-        result = getattr(holder.get("stream"), "result", None)
+        result = holder["stream"].result
         text = result.text if result is not None else "".join(parts)
         on_result(result, text)
         return turn.completion(text, result)
@@ -255,7 +258,7 @@ def _fit(backend: Backend, messages: list[dict], asked: int | None, default: int
         raise ApiError(400, str(e), code="context_length_exceeded", param=param) from e
     if asked is not None:
         return asked
-    limit = getattr(backend, "context_length", None)
+    limit = backend.context_length
     return default if tokens is None or not limit else min(default, limit - tokens)
 
 
@@ -264,8 +267,7 @@ def _checked(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'case'}: {x['msg']}" for x in e.errors())
-        raise ApiError(422, f"invalid case: {problems}", code="invalid_case") from e
+        raise ApiError(422, f"invalid case: {validation_message(e, whole='case', where='{}')}", code="invalid_case") from e
     except PromptTooLong as e:
         raise ApiError(400, str(e), code="context_length_exceeded") from e
     except ConsultError as e:

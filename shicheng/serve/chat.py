@@ -26,8 +26,8 @@ from shicheng.agent import Backend
 from shicheng.agent.checks import AnswerCheck, check_reply, patient_from_text, safety_notice
 from shicheng.domain import Master
 from shicheng.prompts import system_prompt
-from shicheng.serve.errors import generation_failed
-from shicheng.serve.limits import Ticket, error_body
+from shicheng.serve.errors import error_body, generation_failed
+from shicheng.serve.limits import Ticket
 from shicheng.serve.schemas import ChatRequest
 
 log = logging.getLogger("shicheng.serve")
@@ -118,7 +118,7 @@ class ChatTurn:
             yield f"data: {json.dumps(error_body(err.message, err.type, err.code), ensure_ascii=False)}\n\n"
             yield "data: [DONE]\n\n"
             return
-        result = getattr(holder.get("stream"), "result", None)
+        result = holder["stream"].result
         text = result.text if result is not None else "".join(parts)
         on_result(result, text)
         checked, notice = self.check(text)

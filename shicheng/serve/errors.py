@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from openai import BadRequestError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shicheng.serve.limits import error_body
+from shicheng.serve.logs import log
 
-log = logging.getLogger("shicheng.serve")
+
+def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
+               param: str | None = None) -> dict:
+    """The OpenAI error object, so that OpenAI clients show our message."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 class ApiError(Exception):
@@ -64,4 +66,4 @@ def add_error_handlers(app: FastAPI) -> None:
                             headers=getattr(e, "headers", None))
 
 
-__all__ = ["ApiError", "add_error_handlers", "generation_failed"]
+__all__ = ["ApiError", "add_error_handlers", "error_body", "generation_failed"]

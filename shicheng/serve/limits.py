@@ -10,10 +10,8 @@ thread has finished, so a client that hangs up mid-stream cannot let two generat
 work is cancelled (a ticket still in line gives its place back; a running stream stops at its next
 token), so an abandoned request neither holds a place nor keeps the model busy.
 
-`RequestGuard`: a pure ASGI middleware (pure so that it sees streamed responses to their end) that
-refuses bodies over the size limit with 413 before any parsing, and writes one log line per request:
-method, path, status, latency and token counts. Never the body: patient text reaches the log only
-through the app's own `log_patient_text` switch.
+`BodySizeLimit`: a pure ASGI middleware that refuses bodies over the size limit with 413 before any
+parsing. (The request log is shicheng.serve.logs, the error bodies shicheng.serve.errors.)
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import threading
 import time
@@ -29,7 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-log = logging.getLogger("shicheng.serve")
+from shicheng.serve.errors import error_body
+
 T = TypeVar("T")
 _END = object()
 
@@ -205,43 +203,19 @@ class _Failure:
         self.error = error
 
 
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
-               param: str | None = None) -> dict:
-    """The OpenAI error object, so that OpenAI clients show our message."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-class RequestGuard:
-    """ASGI middleware: body size limit (413) and one metadata-only log line per request."""
+class BodySizeLimit:
+    """ASGI middleware: a request body over `max_body_bytes` gets 413 before the app reads any of it."""
 
     def __init__(self, app, max_body_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        scope.setdefault("state", {})
-        status = {"code": 0}
-
-        async def send_logged(message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                receive = await self._buffered(scope, receive, send_logged)
-                if receive is None:
-                    return
-            await self.app(scope, receive, send_logged)
-        finally:
-            state = scope["state"]
-            tokens = "".join(f" {k}={state[k]}" for k in ("prompt_tokens", "completion_tokens") if k in state)
-            log.info("%s %s %d %.3fs%s", scope["method"], scope["path"], status["code"],
-                     time.perf_counter() - started, tokens)
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive = await self._buffered(scope, receive, send)
+            if receive is None:
+                return
+        await self.app(scope, receive, send)
 
     async def _buffered(self, scope, receive, send):
         """Read the whole body (it is small or refused) and hand the app a receive that replays it."""

@@ -10,18 +10,18 @@ from __future__ import annotations
 import html
 import json
 import re
-import unicodedata
 from pathlib import Path
 
 from shicheng.domain import DISCLAIMER, SECTIONS, Task
 from shicheng.template import HEADING_ALIASES
+from shicheng.text import normalise_text
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def heading_key(text: str) -> str:
     """How the page compares headings: NFKC, lower case, single spaces (app.js does the same)."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+    return re.sub(r"\s+", " ", normalise_text(text, fold="nfkc", simplified=False).lower()).strip()
 
 
 def page_config(model_name: str) -> dict:

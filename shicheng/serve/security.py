@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 
-from shicheng.serve.limits import error_body
+from shicheng.serve.errors import error_body
 
 API_PREFIX = "/v1/"
 # 'self' only: the page, its script and style come from this server, so it works offline.

@@ -11,6 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shicheng.domain import validation_message
+
 
 class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -140,8 +142,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"{path}: {msgs}") from e
+        raise ValueError(f"{path}: {validation_message(e, where='{}')}") from e
 
 
 def parse_stage_range(spec: str | None, n: int) -> list[int]:

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from shicheng.domain import load_master_files
 from shicheng.train.config import TrainConfig, load_config, parse_stage_range
 
 console = Console()
@@ -138,7 +139,9 @@ def set_generation_defaults(cfg: TrainConfig, model) -> None:
 
 def copy_masters(cfg: TrainConfig, out: Path) -> None:
     """masters.json beside the weights: the masters this model was trained on (the agent lists them)."""
-    masters = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((Path(cfg.data_dir) / "masters").glob("*.json"))]
+    folder = Path(cfg.data_dir) / "masters"
+    found = load_master_files(folder, suffixes=(".json",)) if folder.is_dir() else {}
+    masters = [m.model_dump(mode="json") for m in found.values()]
     (out / "masters.json").write_text(json.dumps(masters, ensure_ascii=False, indent=2), encoding="utf-8")
 
 

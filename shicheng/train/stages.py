@@ -130,7 +130,7 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
 
 def style_model_for(cfg: TrainConfig):
     """Fit (once per run) the master-style model on the stage-5 training rows; cached as JSON in the run dir."""
-    from shicheng.train.rewards import MasterStyleModel
+    from shicheng.metrics import MasterStyleModel
 
     path = Path(cfg.run_dir) / "style_model.json"
     if path.exists():

@@ -1,6 +1,6 @@
 """Tokenizers for the five stages: a small demo BPE, the real Qwen2.5 vocabulary offline, and TCM term extension.
 
-Stage 1 of the method (DESIGN.md §1) extends the base tokenizer with TCM terms that it splits into many
+Stage 1 of the method extends the base tokenizer with TCM terms that it splits into many
 pieces — herb, formula and syndrome names, frequent n-grams of the corpus — so that the model reads
 "炙甘草" as one token rather than three. Qwen2.5 reads Chinese TCM text at roughly one token per
 character; every two-character term added saves one token each time it occurs.

@@ -20,7 +20,7 @@ from shicheng.agent import (
     resolve_master,
 )
 from shicheng.cli import app as shicheng_app
-from shicheng.curate.demo import load_demo_masters
+from shicheng.demo import load_demo_masters
 from shicheng.domain import Case, Patient, Task, Visit
 from shicheng.prescription import parse_prescription
 from shicheng.prompts import system_prompt, user_prompt

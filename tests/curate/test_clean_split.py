@@ -1,9 +1,11 @@
 from collections import Counter
 
-from shicheng.curate.clean import clean_cases, normalize_text, scrub_text
+from shicheng.curate.clean import clean_cases
 from shicheng.curate.ledger import Ledger
+from shicheng.curate.scrub import scrub_text
 from shicheng.curate.split import split_cases
 from shicheng.domain import Answer, Case, Patient, Visit
+from shicheng.text import normalise_text
 
 
 def _case(i, patient="P1", master="m1", complaint="胃脘胀痛三月，嗳气反酸，食后加重", rx="柴胡10g 白芍12g"):
@@ -26,7 +28,7 @@ def test_scrub_removes_personal_data_and_makes_dates_relative():
 
 
 def test_normalize_keeps_chinese_punctuation():
-    assert normalize_text("當歸１２ｇ，黃芪３０ｇ。") == "当归12g，黄芪30g。"
+    assert normalise_text("當歸１２ｇ，黃芪３０ｇ。") == "当归12g，黄芪30g。"
 
 
 def test_clean_rejects_with_reasons_and_counts_balance():

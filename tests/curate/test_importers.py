@@ -6,15 +6,16 @@ import json
 
 import pytest
 
-from shicheng.curate.importers import MappingError, import_path, looks_like_case_records
+from shicheng.curate.importers import MappingError, import_path
 from shicheng.curate.importers.corpus import import_corpus
-from shicheng.curate.importers.encoding import NotTextError, decode_bytes, read_text
 from shicheng.curate.importers.jsonl import import_jsonl
 from shicheng.curate.importers.tabular import import_table, load_mapping
 from shicheng.curate.importers.text_records import import_text_records
-from shicheng.curate.importers.values import parse_age, parse_pregnant, visit_number
 from shicheng.curate.ledger import Ledger
 from shicheng.domain import Answer, Case, Visit
+from shicheng.records import looks_like_case_records
+from shicheng.records.values import parse_age, parse_pregnant, visit_number
+from shicheng.text import NotTextError, decode_bytes, read_text
 
 RECORDS = """李守阳医案选（内部资料）
 

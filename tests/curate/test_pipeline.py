@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shicheng.curate.demo import generate_demo
 from shicheng.curate.pipeline import curate
+from shicheng.demo import generate_demo
 from shicheng.domain import Answer, Case, Patient, Visit
 
 STAGES = ("stage1_cpt", "stage2_sft", "stage3_reasoning", "stage4_master_sft", "stage5_rl")

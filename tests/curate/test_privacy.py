@@ -6,9 +6,9 @@ from collections import Counter
 
 from shicheng.curate.importers import import_path
 from shicheng.curate.importers.tabular import import_table
-from shicheng.curate.importers.values import describe, parse_age
 from shicheng.curate.ledger import Ledger
 from shicheng.curate.scrub import redact
+from shicheng.records.values import describe_value, parse_age
 
 PHONE, ID_CARD, NAME = "13812345678", "110105197003071234", "王秀兰"
 MULTI_FIELD = (f"【医案】A-1\n姓名：{NAME}  性别：女  年龄：52岁  电话：{PHONE}  身份证号：{ID_CARD}\n"
@@ -54,9 +54,9 @@ def test_a_bad_header_value_is_named_by_field_and_line_never_quoted(tmp_path):
 
 def test_value_errors_describe_the_value_without_its_text():
     for value in (f"52岁 电话：{PHONE}", NAME, 13812345678):
-        message = describe(value)
+        message = describe_value(value)
         assert str(value) not in message and "withheld" in message
-    assert describe("abc") == "a 3-character value (letters, withheld)"
+    assert describe_value("abc") == "a 3-character value (letters, withheld)"
     try:
         parse_age(f"52岁 电话：{PHONE} 身份证号：{ID_CARD}")
     except ValueError as e:

@@ -8,11 +8,11 @@ from collections import Counter, defaultdict
 import pytest
 import yaml
 
-from shicheng.curate.demo import DEMO_DIR, generate_demo, load_demo_masters, masters_dir
-from shicheng.curate.demo.cases import id_check_digit
-from shicheng.curate.demo.data import SCHOOLS, DemoDataError, load_styles, load_syndromes, parse_herb_list
-from shicheng.curate.demo.generator import build_demo
-from shicheng.curate.demo.render import HEADER, MAPPING, write_full_list
+from shicheng.demo import DEMO_DIR, generate_demo, load_demo_masters, masters_dir
+from shicheng.demo.cases import id_check_digit
+from shicheng.demo.data import SCHOOLS, DemoDataError, load_styles, load_syndromes, parse_herb_list
+from shicheng.demo.generator import build_demo
+from shicheng.demo.render import HEADER, MAPPING, write_full_list
 from shicheng.domain import Patient
 from shicheng.knowledge import load_knowledge
 from shicheng.prescription import parse_prescription

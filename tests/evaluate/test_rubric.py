@@ -18,7 +18,7 @@ from shicheng.evaluate.rubric import (
 )
 from tests.helpers.judge_server import fill_schema
 
-# DESIGN.md §1 "Automatic judging": item -> (points, {criterion: points}).
+# Med-Shicheng (arXiv 2603.23520) "Automatic judging": item -> (points, {criterion: points}).
 PAPER = {
     "etiology_pathogenesis": (10, {"etiology_identified": 4, "pathogenesis_elaborated": 4, "logic": 2}),
     "syndrome": (10, {"accuracy": 6, "location_nature": 4}),

@@ -6,7 +6,6 @@ from scipy.spatial.distance import jensenshannon
 
 from shicheng.domain import Answer, Case, Visit
 from shicheng.evaluate.style import (
-    UNATTRIBUTED,
     attribute,
     attribution_matrix,
     case_prescriptions,
@@ -18,7 +17,7 @@ from shicheng.evaluate.style import (
     style_fidelity,
     switch_matrix,
 )
-from shicheng.train.rewards import MasterStyleModel
+from shicheng.metrics import UNATTRIBUTED, MasterStyleModel
 
 A_RX = "黄芪30g 党参15g 白术10g"
 B_RX = "柴胡10g 黄芩10g 半夏9g"

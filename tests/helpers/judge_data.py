@@ -15,7 +15,7 @@ Predictions:
 
 from __future__ import annotations
 
-from shicheng.curate.demo import load_demo_masters
+from shicheng.demo import load_demo_masters
 from shicheng.domain import Answer, Case, Patient, Visit
 from shicheng.template import render_answer
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from shicheng.agent import OpenAIBackend, TransformersBackend, load_masters
-from shicheng.curate.demo import load_demo_masters
+from shicheng.demo import load_demo_masters
 from shicheng.serve import create_app
 from tests.helpers.openai_server import OpenAIServer
 from tests.serve.support import PLANTED_ANSWER, LiveServer

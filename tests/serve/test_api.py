@@ -14,9 +14,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from shicheng.curate.demo import load_demo_masters
+from shicheng.demo import load_demo_masters
 from shicheng.prompts import system_prompt
-from shicheng.serve.cli_command import ServeError, build_app
+from shicheng.serve.launch import ServeError, build_app
 from tests.serve.support import API_KEY, PLANTED_ANSWER, LiveServer
 
 # Tiny-model generations on one thread: a second OpenMP thread spin-waits on this small shared machine.
@@ -255,7 +255,7 @@ def test_build_app_refuses_an_unset_key_variable(tiny_model_dir, monkeypatch):
 
 def test_build_app_for_an_endpoint_with_a_masters_folder(planted_upstream, tmp_path):
     """The scale-out path: the server in front of a vLLM-style endpoint, masters from their YAML files."""
-    from shicheng.curate.demo import masters_dir
+    from shicheng.demo import masters_dir
 
     app = build_app(planted_upstream.url, backend_model="shicheng-upstream", masters=masters_dir(), max_queue=1)
     server = LiveServer(app).start()
@@ -273,14 +273,14 @@ def test_build_app_for_an_endpoint_with_a_masters_folder(planted_upstream, tmp_p
 
 
 def test_serve_command_runs_uvicorn(tiny_model_dir, tmp_path):
-    """`serve_command` in its own process: listens, needs the key, answers, and logs no patient text."""
+    """`run_server` in its own process: listens, needs the key, answers, and logs no patient text."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("from shicheng.serve.cli_command import serve_command; "
-            f"serve_command({str(tiny_model_dir)!r}, port={port}, api_key_env='SHICHENG_TEST_KEY', max_queue=2)")
+    code = ("from shicheng.serve.launch import run_server; "
+            f"run_server({str(tiny_model_dir)!r}, port={port}, api_key_env='SHICHENG_TEST_KEY', max_queue=2)")
     log_file = tmp_path / "serve.log"
     env = {**os.environ, "SHICHENG_TEST_KEY": "k-1"}
     with log_file.open("w") as fh:

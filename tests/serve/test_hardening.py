@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from shicheng.agent import OpenAIBackend
 from shicheng.cli import app as shicheng_app
 from shicheng.prompts import system_prompt
-from shicheng.serve.cli_command import ServeError, build_app
+from shicheng.serve.launch import ServeError, build_app
 from tests.serve.support import API_KEY, SlowStreamUpstream, post_and_hang_up_later
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from shicheng.curate.demo import load_demo_masters
+from shicheng.demo import load_demo_masters
 from tests.serve.support import API_KEY, PLANTED_ANSWER
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

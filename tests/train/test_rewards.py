@@ -8,21 +8,23 @@ import random
 import pytest
 
 from shicheng.domain import Answer, Task
-from shicheng.template import render_answer
-from shicheng.train.rewards import (
+from shicheng.metrics import (
     SHARPNESS_GRID,
     MasterStyleModel,
     attribution,
-    combined_reward,
     completion_herbs,
-    format_reward,
     format_score,
     herb_f1,
+    syndrome_f1,
+)
+from shicheng.template import render_answer
+from shicheng.train.rewards import (
+    combined_reward,
+    format_reward,
     herb_f1_reward,
     master_style_reward,
     reward_functions,
     safety_reward,
-    syndrome_f1,
     syndrome_reward,
     zero_spread_fraction,
 )

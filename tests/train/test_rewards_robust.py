@@ -10,10 +10,9 @@ from hypothesis import strategies as st
 
 from shicheng.domain import Answer
 from shicheng.knowledge import load_knowledge
+from shicheng.metrics import MasterStyleModel, findings, reading
 from shicheng.template import render_answer
-from shicheng.train import rewards
 from shicheng.train.rewards import (
-    MasterStyleModel,
     combined_reward,
     format_reward,
     herb_f1_reward,
@@ -44,16 +43,16 @@ def broken_parser(monkeypatch):
     def boom(text, kb=None):
         raise IndexError("string index out of range")
 
-    monkeypatch.setattr(rewards, "parse_prescription", boom)
-    rewards._read_prescription.cache_clear()
+    monkeypatch.setattr(reading, "parse_prescription", boom)
+    reading.read_prescription.cache_clear()
     yield
-    rewards._read_prescription.cache_clear()
+    reading.read_prescription.cache_clear()
 
 
 def test_a_raising_prescription_parser_scores_the_completion_as_unreadable(broken_parser, caplog):
     text = render_answer(GOLD.model_copy(update={"prescription": "柴胡10 白芍10 生"}))
     completions = [text, [{"role": "assistant", "content": text}]]
-    with caplog.at_level(logging.WARNING, logger="shicheng.train.rewards"):
+    with caplog.at_level(logging.WARNING, logger="shicheng.metrics"):
         herb = herb_f1_reward(None, completions, **_columns(2))
         safety = safety_reward(None, completions, **_columns(2))
         style = master_style_reward(_style())(None, completions, **_columns(2))
@@ -74,24 +73,24 @@ def test_a_raising_answer_parser_gives_the_unreadable_answer_score(monkeypatch, 
     def boom(text):
         raise ValueError("parser bug")
 
-    monkeypatch.setattr(rewards, "parse_answer", boom)
-    rewards._parsed.cache_clear()
+    monkeypatch.setattr(reading, "parse_answer", boom)
+    reading.read_answer.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="shicheng.train.rewards"):
+        with caplog.at_level(logging.WARNING, logger="shicheng.metrics"):
             text = render_answer(GOLD)
             assert format_reward(None, [text], task=["full_chain"]) == [0.0]
             assert herb_f1_reward(None, [text], **_columns(1)) == [0.0]
             assert safety_reward(None, [text], **_columns(1)) == [1.0]  # as any answer without a 处方 section
         assert any("answer parser failed (ValueError" in r.getMessage() for r in caplog.records)
     finally:
-        rewards._parsed.cache_clear()
+        reading.read_answer.cache_clear()
 
 
 def test_a_raising_safety_check_scores_zero(monkeypatch):
     def boom(rx, patient=None, kb=None):
         raise KeyError("rule")
 
-    monkeypatch.setattr(rewards, "check_safety", boom)
+    monkeypatch.setattr(findings, "check_safety", boom)
     assert safety_reward(None, [render_answer(GOLD)], **_columns(1)) == [0.0]
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shicheng.curate.demo import generate_demo
 from shicheng.curate.pipeline import curate
+from shicheng.demo import generate_demo
 from shicheng.train.runner import read_manifest, train
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,

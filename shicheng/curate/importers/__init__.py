@@ -13,16 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from shicheng.curate.importers.corpus import MIN_CHARS, import_corpus
-from shicheng.curate.importers.encoding import NotTextError, read_text
 from shicheng.curate.importers.jsonl import import_jsonl
+from shicheng.curate.importers.masters import MasterResolver
+from shicheng.curate.importers.result import STEP, ImportResult
 from shicheng.curate.importers.tabular import ColumnMapping, MappingError, import_table, load_mapping
-from shicheng.curate.importers.text_records import (
-    import_text_records,
-    looks_like_case_records,
-    read_case_records,
-)
-from shicheng.curate.importers.values import STEP, ImportResult, MasterResolver, PrescriptionReader
+from shicheng.curate.importers.text_records import import_text_records, read_case_records
 from shicheng.curate.ledger import Ledger
+from shicheng.records import looks_like_case_records
+from shicheng.records.prescriptions import PrescriptionReader
+from shicheng.text import NotTextError, read_text
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".xlsm")
 CORPUS_EXTENSIONS = (".md", ".markdown", ".docx", ".pdf")
@@ -31,10 +30,8 @@ SUPPORTED = (".jsonl", *TABLE_EXTENSIONS, ".txt", *CORPUS_EXTENSIONS)
 _OLD_FORMATS = {".xls": ".xlsx", ".doc": ".docx", ".wps": ".docx", ".et": ".xlsx"}
 _MAPPING_NAMES = ("mapping.yaml", "mapping.yml")
 
-__all__ = [
-    "ColumnMapping", "ImportResult", "MappingError", "NotTextError", "import_corpus", "import_jsonl",
-    "import_path", "import_table", "import_text_records", "load_mapping", "looks_like_case_records", "read_text",
-]
+__all__ = ["ColumnMapping", "ImportResult", "MappingError", "import_corpus", "import_jsonl", "import_path", "import_table",
+           "import_text_records", "load_mapping"]
 
 
 def _is_mapping_file(path: Path) -> bool:

@@ -15,9 +15,10 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
-from shicheng.curate.importers.encoding import NotTextError, read_text
-from shicheng.curate.importers.values import STEP, ImportResult, join_text
+from shicheng.curate.importers.result import STEP, ImportResult
 from shicheng.curate.ledger import Ledger
+from shicheng.records.tidy import join_text
+from shicheng.text import NotTextError, read_text
 
 MIN_CHARS = 20
 _TERMINAL = tuple("。！？!?；;…”』」）)")

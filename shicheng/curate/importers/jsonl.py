@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from shicheng.curate.importers.encoding import NotTextError, read_text
-from shicheng.curate.importers.values import STEP, ImportResult
+from shicheng.curate.importers.result import STEP, ImportResult
 from shicheng.curate.ledger import Ledger
 from shicheng.domain import Case, JsonlError, iter_jsonl
+from shicheng.text import NotTextError, read_text
 
 
 def _reason(err: JsonlError) -> str:

@@ -23,27 +23,28 @@ from pathlib import Path
 
 import yaml
 
-from shicheng.curate.importers.encoding import NotTextError, read_text
-from shicheng.curate.importers.text_records import tidy_findings
-from shicheng.curate.importers.values import (
-    ALL_TARGETS,
-    ANSWER_TARGETS,
-    PRESENTATION_TARGETS,
-    STEP,
-    ImportResult,
-    MasterResolver,
-    PrescriptionReader,
-    build_patient,
-    build_visits,
-    cell_text,
-    nfkc,
-    parse_age,
-    parse_pregnant,
-    parse_sex,
-    visit_number,
-)
+from shicheng.curate.importers.masters import MasterResolver
+from shicheng.curate.importers.result import STEP, ImportResult
 from shicheng.curate.ledger import Ledger
 from shicheng.domain import Case
+from shicheng.records.build import build_patient, build_visits
+from shicheng.records.headings import ALL_TARGETS, ANSWER_TARGETS, PRESENTATION_TARGETS
+from shicheng.records.prescriptions import PrescriptionReader
+from shicheng.records.tidy import tidy_findings
+from shicheng.records.values import folded, parse_age, parse_pregnant, parse_sex, visit_number
+from shicheng.text import NotTextError, read_text
+
+
+def cell_text(value: object) -> str:
+    """A spreadsheet cell as text: 1001.0 -> "1001", dates as ISO dates, None -> ""."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        text = value.isoformat()
+        return text[:10] if text.endswith("T00:00:00") else text
+    return str(value).strip()
 
 
 class MappingError(ValueError):
@@ -72,7 +73,7 @@ def load_mapping(mapping: ColumnMapping | dict | str | Path) -> ColumnMapping:
             raise MappingError(f"{source}: cannot read the column mapping: {e}") from e
     if not isinstance(mapping, dict) or not isinstance(mapping.get("columns"), dict):
         raise MappingError(f"{source}: a column mapping needs `columns:` mapping targets to column headers")
-    columns = {str(k): nfkc(str(v)) for k, v in mapping["columns"].items() if v is not None and str(v).strip()}
+    columns = {str(k): folded(str(v)) for k, v in mapping["columns"].items() if v is not None and str(v).strip()}
     unknown = sorted(set(columns) - set(ALL_TARGETS))
     if unknown:
         hint = ""
@@ -221,8 +222,8 @@ def import_table(path: str | Path, ledger: Ledger, mapping: ColumnMapping | dict
         return result
     # Exports often put a title line above the header: the header is the first row naming the case_id column.
     at = next((i for i, (_, row) in enumerate(rows[:10])
-               if mapping.columns["case_id"] in (nfkc(cell_text(h)) for h in row)), 0)
-    header = [nfkc(cell_text(h)) for h in rows[at][1]]
+               if mapping.columns["case_id"] in (folded(cell_text(h)) for h in row)), 0)
+    header = [folded(cell_text(h)) for h in rows[at][1]]
     data = rows[at + 1:]
     missing = [(t, c) for t, c in mapping.columns.items() if c not in header]
     if missing:

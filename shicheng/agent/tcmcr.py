@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,17 +144,6 @@ def _chunks(items: list[BenchItem], size: int) -> Iterator[list[BenchItem]]:
         yield items[start:start + size]
 
 
-def _answer_chunk(backend: Backend, chunk: list[BenchItem], pool: ThreadPoolExecutor | None,
-                  gen: dict) -> list[GenerationResult]:
-    messages = [bench_messages(item) for item in chunk]
-    batch = getattr(backend, "generate_batch", None)
-    if batch is not None:
-        return batch(messages, **gen)
-    if pool is not None:  # an HTTP endpoint (vLLM) batches concurrent requests itself
-        return list(pool.map(lambda m: backend.generate(m, **gen), messages))
-    return [backend.generate(m, **gen) for m in messages]
-
-
 def export_tcmcr(backend: Backend, input_path: str | Path, out_path: str | Path, batch_size: int = 8,
                  resume: bool = True, max_new_tokens: int = 2048, console: Console | None = None,
                  progress: bool = True) -> BenchReport:
@@ -163,6 +151,8 @@ def export_tcmcr(backend: Backend, input_path: str | Path, out_path: str | Path,
 
     Writes OUT.partial.jsonl (one answer per line, raw text kept, appended as answers arrive; a rerun with
     resume=True skips the ids in it) and OUT.report.json (counts and the cases whose answer lacked a part).
+    `batch_size` cases go to `backend.generate_batch` at a time (an endpoint answers at most its
+    `concurrency` of them at once).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -179,23 +169,18 @@ def export_tcmcr(backend: Backend, input_path: str | Path, out_path: str | Path,
     started = time.perf_counter()
     columns = (TextColumn("[bold]TCMCR export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    batched = hasattr(backend, "generate_batch")
-    pool = ThreadPoolExecutor(max_workers=batch_size) if batch_size > 1 and not batched else None
-    try:
-        with partial.open("a" if resume else "w", encoding="utf-8") as fh, \
-                Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-            task = bar.add_task("export", total=len(items), completed=resumed)
-            for chunk in _chunks(todo, batch_size):
-                results = _answer_chunk(backend, chunk, pool, gen)
-                for item, result in zip(chunk, results, strict=True):
-                    record = answer_record(item, result)
-                    done[item.key] = record
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                fh.flush()
-                bar.advance(task, len(chunk))
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+    with partial.open("a" if resume else "w", encoding="utf-8") as fh, \
+            Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("export", total=len(items), completed=resumed)
+        for chunk in _chunks(todo, batch_size):
+            # A local model decodes the chunk as one batch; an endpoint gets concurrent requests (vLLM batches).
+            results = backend.generate_batch([bench_messages(item) for item in chunk], **gen)
+            for item, result in zip(chunk, results, strict=True):
+                record = answer_record(item, result)
+                done[item.key] = record
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            bar.advance(task, len(chunk))
     submission = [{"id": i.id, "output": done[i.key]["output"]} for i in items]
     out.write_text(json.dumps(submission, ensure_ascii=False, indent=2), encoding="utf-8")
     fresh = [done[i.key] for i in todo]

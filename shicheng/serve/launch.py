@@ -1,20 +1,21 @@
-"""`shicheng serve`: load a model directory (or point at an OpenAI-compatible endpoint) and serve it.
+"""Start a server: load a model directory (or point at an OpenAI-compatible endpoint) and serve it.
 
-Plain functions; shicheng.cli wires them to typer. `build_app` does everything but listen, so the
-configuration checks are testable without a port.
+`build_app` does everything but listen, so the configuration checks are testable without a port;
+`run_server` (what `shicheng serve` calls) builds the app and runs it under uvicorn.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import sys
 from pathlib import Path
 
-from shicheng.domain import Master, load_master
+import uvicorn
 
-log = logging.getLogger("shicheng.serve")
+from shicheng.agent import BackendUnavailable, is_url, load_masters, make_backend
+from shicheng.domain import Master, load_master_files
+from shicheng.serve.app import create_app
+from shicheng.serve.logs import log, log_to_stderr
 
 
 class ServeError(ValueError):
@@ -23,18 +24,11 @@ class ServeError(ValueError):
 
 def load_masters_from(path: str | Path) -> dict[str, Master]:
     """Masters from a model directory or masters.json file (the agent's reader), or a folder of master YAMLs."""
-    from shicheng.agent import load_masters
-
     path = Path(path)
     if not path.exists():
         raise ServeError(f"{path}: masters file or folder not found")
     if path.is_dir() and not (path / "masters.json").is_file():
-        masters: dict[str, Master] = {}
-        for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
-            master = load_master(file)
-            if master.id in masters:
-                raise ServeError(f"{file}: master id {master.id!r} already used by another file")
-            masters[master.id] = master
+        masters = load_master_files(path)
         if not masters:
             raise ServeError(f"{path}: no masters.json and no master YAML files")
         return masters
@@ -59,10 +53,6 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
 
     A non-loopback `host` needs an API key, or `insecure` said out loud: `serve --help` promises that the
     server stays on loopback unless a key is set."""
-    from shicheng.agent import is_url, make_backend
-    from shicheng.agent.backends import BackendUnavailable
-    from shicheng.serve.app import create_app
-
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env, "").strip()
@@ -98,16 +88,14 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
                       chat_safety_notice=chat_safety_notice)
 
 
-def serve_command(model: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
-                  backend: str = "auto", max_queue: int = 8, log_patient_text: bool = False,
-                  masters: str | Path | None = None, backend_model: str | None = None,
-                  backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
-                  insecure: bool = False, chat_safety_notice: bool = True) -> None:
+def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
+               backend: str = "auto", max_queue: int = 8, log_patient_text: bool = False,
+               masters: str | Path | None = None, backend_model: str | None = None,
+               backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
+               insecure: bool = False, chat_safety_notice: bool = True) -> None:
     """Build the app and run it under uvicorn until interrupted; raises ServeError for a bad configuration."""
-    import uvicorn
-
-    _log_to_stderr()
-    app = build_app(model, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
+    log_to_stderr()
+    app = build_app(model=model, api_key_env=api_key_env, backend=backend, max_queue=max_queue,
                     log_patient_text=log_patient_text, masters=masters, backend_model=backend_model,
                     backend_key_env=backend_key_env, concurrency=concurrency, device=device, host=host,
                     insecure=insecure, chat_safety_notice=chat_safety_notice)
@@ -117,9 +105,4 @@ def serve_command(model: str, host: str = "127.0.0.1", port: int = 8000, api_key
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
 
 
-def _log_to_stderr() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
+__all__ = ["ServeError", "build_app", "load_masters_from", "run_server"]

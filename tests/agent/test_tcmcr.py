@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shicheng.agent import OpenAIBackend, TransformersBackend
-from shicheng.agent.bench import BenchInputError, bench_messages, export_tcmcr, read_bench_input
+from shicheng.agent.tcmcr import BenchInputError, bench_messages, export_tcmcr, read_bench_input
 from shicheng.cli import app as shicheng_app
 from shicheng.prompts import GENERIC_SYSTEM
 
@@ -127,18 +127,18 @@ def test_bad_input_names_the_file_item_and_field(tmp_path):
         read_bench_input(bad)
 
 
-def test_bench_command_prints_the_missing_parts(openai_server, tmp_path):
+def test_tcmcr_command_prints_the_missing_parts(openai_server, tmp_path):
     server = openai_server(reply)
     source = tmp_path / "TCMCR-Reasoning.json"
     shutil.copy(INPUT, source)
     out = tmp_path / "answers.json"
-    result = CliRunner().invoke(shicheng_app, ["bench", "tcmcr", "--model", server.url, "--model-name", "m",
+    result = CliRunner().invoke(shicheng_app, ["tcmcr", "--model", server.url, "--model-name", "m",
                                               "--input", str(source), "--out", str(out), "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "1 answer(s) lacked a section" in result.output and "tcmcr-002: 方解, 症状变化与中药加减" in result.output
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 6
     broken = tmp_path / "broken.json"
     broken.write_text("[{}]", encoding="utf-8")
-    failed = CliRunner().invoke(shicheng_app, ["bench", "tcmcr", "--model", server.url, "--input", str(broken),
+    failed = CliRunner().invoke(shicheng_app, ["tcmcr", "--model", server.url, "--input", str(broken),
                                               "--out", str(tmp_path / "x.json")])
     assert failed.exit_code == 2 and "field 'id' is missing" in failed.output
