@@ -10,7 +10,10 @@ MODEL := $(DEMO)/model/stage-5-master-grpo
 # torch first and pinned: 2.13.0 is the local CPU wheel here; an unpinned torch would pull GBs of CUDA packages.
 TORCH ?= torch==2.13.0
 
-.PHONY: test lint venv clean bench demo
+.PHONY: test lint venv clean bench demo eval
+EVAL := $(DEMO)/eval
+# Held-out answers on CPU: greedy, 512 new tokens, two test cases per master (model generation is the cost on CPU).
+PREDICT := $(BIN)/shicheng predict --cases $(DEMO)/data --split test --per-master 2 --max-new-tokens 512 --no-progress
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +47,22 @@ demo: $(STAMP)
 	@echo "model: $(MODEL)"
 	@echo "datasets + card: $(DEMO)/data/README.md   stage manifests: $(DEMO)/model/stage-*/manifest.json"
 	@echo "serve it: $(BIN)/shicheng serve --model $(MODEL)   (web page at http://127.0.0.1:8000/)"
+	$(MAKE) eval
+
+# Evaluation of the demo: stages 2, 4 and 5, the retrieval floor and the gold ceiling on the test split, and
+# stage 5 asked for each case's prescription as every master (style switching). No judge offline.
+eval: $(STAMP)
+	@mkdir -p $(EVAL)
+	$(PREDICT) --model gold --out $(EVAL)/gold.jsonl
+	$(PREDICT) --model retrieval --out $(EVAL)/retrieval.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 --out $(EVAL)/stage-2.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 --out $(EVAL)/stage-4.jsonl
+	$(PREDICT) --model $(MODEL) --system stage-5 --out $(EVAL)/stage-5.jsonl
+	$(PREDICT) --model $(MODEL) --system stage-5 --tasks prescription --all-masters --out $(EVAL)/stage-5-counterfactual.jsonl
+	$(BIN)/shicheng evaluate --cases $(DEMO)/data --out $(EVAL) \
+	    --predictions $(EVAL)/gold.jsonl --predictions $(EVAL)/retrieval.jsonl --predictions $(EVAL)/stage-2.jsonl \
+	    --predictions $(EVAL)/stage-4.jsonl --predictions $(EVAL)/stage-5.jsonl \
+	    --predictions $(EVAL)/stage-5-counterfactual.jsonl --pair stage-5,stage-2 --pair stage-5,retrieval
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_throughput.py

@@ -163,12 +163,12 @@ class Visit(_Model):
     index: int = Field(default=1, ge=1, description="1 = 初诊, 2 = 二诊 …")
     label: str | None = Field(default=None, description="as written: 初诊, 二诊, 复诊 …")
     date: str | None = Field(default=None, description="relative date after scrubbing, e.g. 'day 14'")
-    chief_complaint: str | None = None
-    present_illness: str | None = None
-    history: str | None = None
-    tongue: str | None = None
-    pulse: str | None = None
-    other_findings: str | None = None
+    chief_complaint: str | None = Field(default=None, description="主诉")
+    present_illness: str | None = Field(default=None, description="现病史")
+    history: str | None = Field(default=None, description="既往史, 过敏史, 月经史 …")
+    tongue: str | None = Field(default=None, description="舌象")
+    pulse: str | None = Field(default=None, description="脉象")
+    other_findings: str | None = Field(default=None, description="查体, 辅助检查 …")
     answer: Answer | None = None
     prescription: Prescription | None = None
     commentary: str | None = Field(default=None, description="按语")

@@ -81,6 +81,8 @@ def predict_cmd(
                                      "(default: train.jsonl beside the cases)."),
     masters_file: Path = typer.Option(None, "--masters-file", help="masters.json or a folder of master YAMLs."),
     limit: int = typer.Option(None, "--limit", min=1, help="Answer only the first N cases."),
+    per_master: int = typer.Option(None, "--per-master", min=1, help="Answer only the first N cases of each "
+                                   "master (and N without one): a cheap sample that covers every style."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests at once to an endpoint."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1),
@@ -101,8 +103,8 @@ def predict_cmd(
                          masters=_split_list(masters) or None, all_masters=all_masters, system=system,
                          batch_size=batch_size, concurrency=concurrency, max_new_tokens=max_new_tokens,
                          temperature=temperature, top_p=top_p, resume=resume, progress=progress, split=split,
-                         train_cases=train_cases, masters_file=masters_file, limit=limit, device=device,
-                         api_key_env=api_key_env, timeout_s=timeout_s, console=err)
+                         train_cases=train_cases, masters_file=masters_file, limit=limit, per_master=per_master,
+                         device=device, api_key_env=api_key_env, timeout_s=timeout_s, console=err)
     console.print(f"{report.system}: {report.total} answers in {report.out} ({report.generated} new, "
                   f"{report.resumed} kept, {report.failed} failed) in {report.seconds:.1f} s", soft_wrap=True,
                   markup=False)

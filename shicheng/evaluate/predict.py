@@ -119,12 +119,13 @@ def parse_tasks(tasks: Iterable[str | Task] | None) -> list[Task]:
 
 def plan_queries(cases: Sequence[Case], tasks: Sequence[Task], masters: dict[str, Master], *,
                  only: Sequence[str] | None = None, all_masters: bool = False, profiles: bool = True,
-                 limit: int | None = None) -> list[Query]:
+                 limit: int | None = None, per_master: int | None = None) -> list[Query]:
     """The answers to get, in case, visit, master, task order.
 
     `only` restricts to cases of these masters (normal mode) or asks as these masters (counterfactual);
     `profiles` says the system needs each master's profile for its prompt (a model does; gold and
-    retrieval only need the id). `limit` keeps the first N cases."""
+    retrieval only need the id). `per_master` keeps the first N cases of each master (and N without one),
+    a small sample that still covers every style; `limit` then keeps the first N cases."""
     known = sorted(masters) if masters else sorted({c.master_id for c in cases if c.master_id})
     for m in only or ():
         if m not in known:
@@ -134,6 +135,14 @@ def plan_queries(cases: Sequence[Case], tasks: Sequence[Task], masters: dict[str
     chosen = list(cases)
     if only and not all_masters:
         chosen = [c for c in chosen if c.master_id in only]
+    if per_master is not None:
+        taken: dict[str | None, int] = {}
+        sample = []
+        for c in chosen:
+            if taken.get(c.master_id, 0) < per_master:
+                taken[c.master_id] = taken.get(c.master_id, 0) + 1
+                sample.append(c)
+        chosen = sample
     if limit is not None:
         chosen = chosen[:limit]
 
@@ -285,7 +294,8 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
             batch_size: int = 8, concurrency: int = 4, max_new_tokens: int | None = None,
             temperature: float | None = None, top_p: float | None = None, resume: bool = True,
             progress: bool = True, split: str = "test", train_cases: Path | None = None,
-            masters_file: Path | None = None, limit: int | None = None, device: str = "auto",
+            masters_file: Path | None = None, limit: int | None = None, per_master: int | None = None,
+            device: str = "auto",
             api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 300.0, backend: Backend | None = None,
             console: Console | None = None) -> PredictReport:
     """Answer `cases` (a JSONL of Case, or a `shicheng curate` folder with `split`) with `model` and append
@@ -303,7 +313,7 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
     profiles = find_masters(model, cases_path, masters_file)
     name = system_name(model, model_name, system)
     queries = plan_queries(case_list, parse_tasks(tasks), profiles, only=masters, all_masters=all_masters,
-                           profiles=not copied, limit=limit)
+                           profiles=not copied, limit=limit, per_master=per_master)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_out(out) if resume else {}

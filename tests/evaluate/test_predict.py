@@ -224,3 +224,13 @@ def test_masters_from_a_folder_of_json_files_refuse_a_repeated_id(tmp_path):
         load_masters_from(folder)
     with pytest.raises(FileNotFoundError, match="masters file or folder not found"):
         load_masters_from(tmp_path / "none")
+
+
+def test_per_master_keeps_the_first_cases_of_each_master(tmp_path):
+    extra = [c.model_copy(update={"id": f"{c.id}-{k}"}) for k in range(3) for c in data.held_out_cases()]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(c.model_dump_json() + "\n" for c in extra), encoding="utf-8")
+    report = predict("gold", cases=path, out=tmp_path / "g.jsonl", per_master=2, progress=False)
+    ids = sorted({r["case_id"] for r in rows_of(tmp_path / "g.jsonl")})
+    assert ids == ["test-cold-0", "test-cold-1", "test-sleep-0", "test-sleep-1"]
+    assert report.total == 2 * 2 + 2 * 1  # visits: test-cold has two, test-sleep one
