@@ -1,5 +1,5 @@
 # make test  — fresh machine: create .venv, install everything (CPU torch), run ruff + the test suite
-# make demo  — the main job: demo corpus -> curation -> five training stages on CPU -> where the outputs are
+# make demo  — the main job: demo corpus -> curation -> five training stages on CPU -> evaluation report (make eval)
 # make bench — throughput benchmarks (JSON)
 PYTHON ?= python3
 VENV := .venv
