@@ -274,6 +274,14 @@ def apply_to_previous(previous: Prescription, parsed: ParsedPrescription) -> Pre
                         raw=parsed.prescription.raw)
 
 
+def resolve_prescription(text: str, previous: Prescription | None = None) -> Prescription:
+    """A prescription section as a full prescription: 上方去黄芩加丹参 applied to the previous visit's."""
+    parsed = parse_prescription(text)
+    if previous is not None and previous.herbs and refers_to_previous(text):
+        return apply_to_previous(previous, parsed)
+    return parsed.prescription
+
+
 def format_herbs(herbs: list[HerbItem]) -> str:
     """Herbs as a pharmacist writes them: 柴胡10g 白芍12g 生石膏30g(先煎)."""
     out = []

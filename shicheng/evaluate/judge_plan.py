@@ -21,7 +21,11 @@ from shicheng.domain import SECTION_BY_KEY, Answer, Case, Master, Prescription, 
 from shicheng.evaluate.judge_backends import JudgeRequest
 from shicheng.evaluate.rubric import Item, Mode, Rubric
 from shicheng.metrics import composition_point, herb_match
-from shicheng.prescription import apply_to_previous, format_herbs, parse_prescription, refers_to_previous
+from shicheng.prescription import (
+    format_herbs,
+    refers_to_previous,
+    resolve_prescription,
+)
 from shicheng.prompts import user_prompt
 from shicheng.template import parse_answer
 
@@ -73,13 +77,7 @@ def _visit_rx(visit: Visit, previous: Prescription | None) -> Prescription | Non
 
 
 def _full_rx(text: str | None, previous: Prescription | None) -> Prescription:
-    """A prescription section as a full prescription: 上方去黄芩加丹参 applied to the previous visit's."""
-    if not text:
-        return Prescription()
-    parsed = parse_prescription(text)
-    if previous is not None and previous.herbs and refers_to_previous(text):
-        return apply_to_previous(previous, parsed)
-    return parsed.prescription
+    return resolve_prescription(text, previous) if text else Prescription()
 
 
 def _gold(visit: Visit) -> Answer | None:

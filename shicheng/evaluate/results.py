@@ -55,7 +55,10 @@ from shicheng.metrics import (
     answer_metrics,
     herb_match,
 )
-from shicheng.prescription import apply_to_previous, format_herbs, parse_prescription, refers_to_previous
+from shicheng.prescription import (
+    format_herbs,
+    resolve_prescription,
+)
 from shicheng.prompts import user_prompt
 from shicheng.template import parse_answer, render_answer
 
@@ -83,17 +86,10 @@ def visit_prescriptions(case: Case) -> list[Prescription | None]:
         if visit.prescription is not None and visit.prescription.herbs:
             out.append(visit.prescription)
         elif visit.answer is not None and visit.answer.prescription:
-            out.append(_resolve(visit.answer.prescription, prev))
+            out.append(resolve_prescription(visit.answer.prescription, prev))
         else:
             out.append(None)
     return out
-
-
-def _resolve(text: str, previous: Prescription | None) -> Prescription:
-    parsed = parse_prescription(text)
-    if previous is not None and previous.herbs and refers_to_previous(text):
-        return apply_to_previous(previous, parsed)
-    return parsed.prescription
 
 
 def gold_answer(visit: Visit) -> Answer | None:
@@ -277,7 +273,7 @@ def _worst(rows, raw_by_key, cases, golds, verdicts_by_key, n_worst: int) -> lis
         gold_rx = golds[case.id][vi]
         if gold_rx is not None and gold_rx.herbs:
             pred_text = parse_answer(raw["output"]).answer.prescription or ""
-            pred_rx = _resolve(pred_text, golds[case.id][vi - 1] if vi > 0 else None)
+            pred_rx = resolve_prescription(pred_text, golds[case.id][vi - 1] if vi > 0 else None)
             herbs = herb_match(gold_rx, pred_rx).to_dict()
         judged = [{"judge": v.judge, "status": v.status, "total": v.total, "max_total": v.max_total,
                    "rationale": v.rationale, "reason": v.reason} for v in verdicts_by_key.get(key, [])]
