@@ -12,8 +12,10 @@ TORCH ?= torch==2.13.0
 
 .PHONY: test lint venv clean bench demo eval
 EVAL := $(DEMO)/eval
-# Held-out answers on CPU: greedy, 512 new tokens, two test cases per master (model generation is the cost on CPU).
-PREDICT := $(BIN)/shicheng predict --cases $(DEMO)/data --split test --per-master 2 --max-new-tokens 512 --no-progress
+# Held-out answers on CPU: greedy, 512 new tokens, four test cases per master, three of the seven tasks (the full
+# chain, and the prescription and the syndrome asked alone); generation is the cost on CPU.
+PREDICT := $(BIN)/shicheng predict --cases $(DEMO)/data --split test --per-master 4 --max-new-tokens 512 --no-progress
+TASKS := --tasks full_chain,prescription,syndrome
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,16 +55,19 @@ demo: $(STAMP)
 # stage 5 asked for each case's prescription as every master (style switching). No judge offline.
 eval: $(STAMP)
 	@mkdir -p $(EVAL)
-	$(PREDICT) --model gold --out $(EVAL)/gold.jsonl
-	$(PREDICT) --model retrieval --out $(EVAL)/retrieval.jsonl
-	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 --out $(EVAL)/stage-2.jsonl
-	$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 --out $(EVAL)/stage-4.jsonl
-	$(PREDICT) --model $(MODEL) --system stage-5 --out $(EVAL)/stage-5.jsonl
+	$(PREDICT) --model gold $(TASKS) --out $(EVAL)/gold.jsonl
+	$(PREDICT) --model retrieval $(TASKS) --out $(EVAL)/retrieval.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 $(TASKS) --out $(EVAL)/stage-2.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 $(TASKS) --out $(EVAL)/stage-4.jsonl
+	$(PREDICT) --model $(MODEL) --system stage-5 $(TASKS) --out $(EVAL)/stage-5.jsonl
 	$(PREDICT) --model $(MODEL) --system stage-5 --tasks prescription --all-masters --out $(EVAL)/stage-5-counterfactual.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 --tasks prescription --all-masters \
+	    --out $(EVAL)/stage-2-counterfactual.jsonl
 	$(BIN)/shicheng evaluate --cases $(DEMO)/data --out $(EVAL) \
 	    --predictions $(EVAL)/gold.jsonl --predictions $(EVAL)/retrieval.jsonl --predictions $(EVAL)/stage-2.jsonl \
 	    --predictions $(EVAL)/stage-4.jsonl --predictions $(EVAL)/stage-5.jsonl \
-	    --predictions $(EVAL)/stage-5-counterfactual.jsonl --pair stage-5,stage-2 --pair stage-5,retrieval
+	    --predictions $(EVAL)/stage-5-counterfactual.jsonl --predictions $(EVAL)/stage-2-counterfactual.jsonl \
+	    --pair stage-5,stage-2 --pair stage-5,retrieval
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_throughput.py

@@ -5,9 +5,12 @@
 
 Measured: useful (non-padding, loss-bearing or not) tokens per second, MFU = 6·N·tokens/s ÷ peak FLOP/s
 (N = parameters; the attention term 12·L·d·s per token is added), and peak memory (CUDA max allocated, or
-process peak RSS on CPU). "ours" = the settings our stage configs use: packing (best-fit decreasing),
-padding-free batches with FlashAttention when installed, bf16 and gradient checkpointing on GPU; "plain" =
-`SFTConfig()` defaults at the same batch size. A LoRA run (r 64) reports its peak memory.
+process peak RSS on CPU). "ours" = the trainer and settings our SFT stages use (shicheng.train.stages):
+answer-only loss as in every stage; on GPU packing (best-fit decreasing), padding-free batches with
+FlashAttention when installed, bf16 and gradient checkpointing; on CPU no packing (it would cost attention
+over the packed length), length-grouped batches and the loss projected only where there are labels.
+"plain" = `SFTTrainer` with `SFTConfig()` defaults at the same batch size. A LoRA run (r 64) reports its peak
+memory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12, "A10": 125e12,
               "L4": 121e12, "V100": 125e12}
 SHAPES = {
-    "tiny": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+    "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,  # the demo model
                  num_key_value_heads=2, vocab_size=4000, tie_word_embeddings=True),
     "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
@@ -65,6 +68,8 @@ class _Clock(TrainerCallback):
 def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_length: int, ours: bool, lora: bool):
     from trl import SFTConfig, SFTTrainer
 
+    from shicheng.train.stages import sampler_args, sft_trainer_class
+
     cuda = torch.cuda.is_available()
     torch.manual_seed(0)
     kwargs = {}
@@ -85,8 +90,11 @@ def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_len
                 max_length=max_length, disable_tqdm=True, dataloader_num_workers=0)
     if not cuda:
         args["bf16"] = False  # TRL defaults to bf16, which the CPU trainer refuses
-    if ours:
-        args.update(packing=True, bf16=cuda, gradient_checkpointing=cuda, padding_free=True)
+    if ours and cuda:
+        args.update(packing=True, bf16=True, gradient_checkpointing=True, padding_free=True, assistant_only_loss=True)
+    elif ours:
+        args.update(packing=False, assistant_only_loss=True, **sampler_args(True))
+    trainer_class = sft_trainer_class() if ours else SFTTrainer
     peft = None
     if lora:
         from peft import LoraConfig
@@ -94,7 +102,7 @@ def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_len
         peft = LoraConfig(r=64, lora_alpha=128, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                 "up_proj", "down_proj"], task_type="CAUSAL_LM")
     clock = _Clock()
-    trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows),
+    trainer = trainer_class(model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=peft, callbacks=[clock])
     trainer.train()
     if cuda:

@@ -14,7 +14,8 @@ console = Console()
 def demo_data_cmd(
     out: Path = typer.Option(Path("runs/demo/materials"), "--out", "-o", help="Folder for the raw demo materials."),
     seed: int = typer.Option(0, help="Random seed: the same seed writes byte-identical files."),
-    n_cases: int = typer.Option(450, "--n-cases", help="Number of cases to generate (at least 400 for the demo)."),
+    n_cases: int = typer.Option(1600, "--n-cases", help="Number of cases to generate (the demo model "
+                                 "needs about 1,500 to learn the masters; 10 at least)."),
 ) -> None:
     """Write the embedded demo corpus (five FICTIONAL masters, synthetic cases) as raw materials."""
     from shicheng.demo import generate_demo

@@ -24,11 +24,12 @@ def load_demo_masters() -> dict[str, Master]:
     return load_master_files(masters_dir())
 
 
-def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int = 450) -> dict:
+def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int | None = None) -> dict:
     """Write the demo raw materials into out_dir; returns counts (see generator.generate_demo)."""
+    from shicheng.demo.generator import DEFAULT_CASES
     from shicheng.demo.generator import generate_demo as _generate
 
-    return _generate(out_dir, seed=seed, n_cases=n_cases)
+    return _generate(out_dir, seed=seed, n_cases=n_cases or DEFAULT_CASES)
 
 
 __all__ = ["DEMO_DIR", "generate_demo", "load_demo_masters", "masters_dir"]

@@ -118,6 +118,13 @@ class SyndromeTable(_Model):
     followups: list[FollowUp] = Field(min_length=5)
     pregnancy_avoid: list[str] = Field(default_factory=list, description="beyond the pharmacopoeia's 禁用/慎用")
     syndromes: list[Syndrome] = Field(min_length=30)
+    case_syndromes: list[str] = Field(default_factory=list, description=(
+        "ids of the syndromes the demo's cases are drawn from (empty: all). A tiny model needs many cases per "
+        "syndrome and master to learn each master's hand; the other syndromes stay in the treatises"))
+
+    def case_pool(self) -> list[Syndrome]:
+        chosen = set(self.case_syndromes)
+        return [s for s in self.syndromes if not chosen or s.id in chosen]
 
 
 class SignatureAdd(_Model):
@@ -133,6 +140,8 @@ class SignatureAdd(_Model):
 class Style(_Model):
     school: str
     lineage: str = Field(min_length=20, description="the school's documented lineage, for the treatise")
+    teaching: str = Field(min_length=20, description="the master's teaching at length, for the treatise; the "
+                                                      "master file keeps one sentence for the system prompt")
     id_prefix: str = Field(pattern="^[A-Z]{2,4}$")
     signature_adds: list[SignatureAdd] = Field(default_factory=list)
     grow: dict[str, list[float]] = Field(default_factory=dict,
@@ -185,6 +194,15 @@ def load_syndromes(path: Path = DEMO_DIR / "syndromes.yaml") -> SyndromeTable:
         if s.id in seen:
             raise DemoDataError(f"{path}: syndrome id {s.id!r} used twice")
         seen.add(s.id)
+    unknown = sorted(set(table.case_syndromes) - seen)
+    if unknown:
+        raise DemoDataError(f"{path}: case_syndromes names unknown syndrome id(s) {unknown}")
+    pool = table.case_pool()
+    for school in SCHOOLS:
+        if not any(school in s.schools for s in pool):
+            raise DemoDataError(f"{path}: case_syndromes leave school {school!r} no syndrome to treat")
+        if not any(school in s.schools and s.pregnancy_ok and s.sex != "male" for s in pool):
+            raise DemoDataError(f"{path}: case_syndromes leave school {school!r} no syndrome for pregnant patients")
     return table
 
 

@@ -1,6 +1,6 @@
 """Generate the demo's raw materials: what a hospital would hand over, so `make demo` exercises the importers.
 
-    generate_demo(out_dir, seed=0, n_cases=450) -> counts
+    generate_demo(out_dir, seed=0, n_cases=1600) -> counts
 
 writes, every file headed by the synthetic-data notice:
 
@@ -41,6 +41,9 @@ from shicheng.demo.story import StoryTeller
 from shicheng.demo.treatise import classics_page, master_treatise
 from shicheng.knowledge import load_knowledge
 
+# Enough cases that each (syndrome, master) pair of the case pool has about twenty: what the tiny CPU model
+# needs to learn each master's formula and hallmark herbs (fewer, and its answers do not tell masters apart).
+DEFAULT_CASES = 1600
 GENERAL_SHARE = 0.25
 CSV_SHARE = 0.15
 PREGNANT_SHARE = 0.10
@@ -64,7 +67,7 @@ class DemoCorpus:
         return case.master.id if case.master else "general"
 
 
-def build_demo(seed: int = 0, n_cases: int = 450) -> DemoCorpus:
+def build_demo(seed: int = 0, n_cases: int = DEFAULT_CASES) -> DemoCorpus:
     """All demo cases in memory, rendered; generate_demo writes them. Deterministic in seed."""
     if n_cases < 10:
         raise ValueError(f"n_cases must be at least 10 (got {n_cases})")
@@ -82,7 +85,7 @@ def build_demo(seed: int = 0, n_cases: int = 450) -> DemoCorpus:
     for master in plan:
         school = styles[master.id].school if master else None
         pregnant = rng.random() < PREGNANT_SHARE
-        candidates = [s for s in table.syndromes if (school is None or school in s.schools)
+        candidates = [s for s in table.case_pool() if (school is None or school in s.schools)
                       and (not pregnant or (s.pregnancy_ok and s.sex != "male"))]
         syndrome = rng.choices(candidates, weights=[_weight(s, master, school) for s in candidates])[0]
         prefix = styles[master.id].id_prefix if master else GENERAL_PREFIX
@@ -150,7 +153,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int = 450) -> dict:
+def generate_demo(out_dir: str | Path, seed: int = 0, n_cases: int = DEFAULT_CASES) -> dict:
     """Write the demo raw materials under out_dir and return what was written, counted."""
     out = Path(out_dir)
     corpus = build_demo(seed, n_cases)

@@ -13,6 +13,10 @@ from shicheng.demo.data import FollowUp, Style, Syndrome, parse_herb_list
 from shicheng.domain import Master
 
 ACUTE_TAGS = {"表", "温"}
+# Share of first visits with an accompanying symptom that the master treats alongside (随症加减: 夜寐欠安 →
+# 酸枣仁、首乌藤). The herbs follow the findings, not the neighbouring record: a model can learn the rule for
+# combinations it never saw, which copying the nearest case cannot.
+ACCOMPANYING_SHARE = 0.5
 BETTER = ("明显减轻", "减轻大半", "较前好转", "有所缓解", "已除")
 ENVOYS = {"甘草", "大枣", "生姜"}
 IMPROVED_TONGUE = ("舌淡红，苔薄白", "舌质转淡红，苔薄", "舌苔渐化，舌淡红")
@@ -89,10 +93,20 @@ class StoryTeller:
         dates = visit_dates(rng, n_visits)
         patient = self.b.patient(syndrome, rng, pregnant, personal, dates[0].year)
         herbs, removed_for_pregnancy = self.b.first_prescription(t, style, syndrome, rng, pregnant)
+        extra = rng.choice(self.table.followups) if rng.random() < ACCOMPANYING_SHARE else None
+        if extra is not None:
+            limit = style.max_followup_adds if style else 2
+            if self.b.apply(herbs, parse_herb_list(extra.add)[:limit], guard=True, pregnant=pregnant):
+                for h in herbs:
+                    self.b.clamp(h, school)
+            else:
+                extra = None  # nothing could be added safely: the symptom is not written either
         syndrome_text = t.syndrome or syndrome.name
         principle = (t.principle or syndrome.principle).rstrip("。")
         if style and style.principle_suffix and rng.random() < 0.5:
             principle = f"{principle.rstrip('。')}，{rng.choice(style.principle_suffix)}"
+        if extra is not None:
+            principle = f"{principle}，{extra.principle}"
         pathogenesis = syndrome.pathogenesis
         if style and style.pathogenesis_suffix and rng.random() < 0.7:
             pathogenesis += rng.choice(style.pathogenesis_suffix)
@@ -100,7 +114,7 @@ class StoryTeller:
         duration = _duration(syndrome, rng)
         first = DemoVisit(
             index=1, when=dates[0], chief_complaint=self.complaint(syndrome, chief, duration, rng),
-            present_illness=self.present_illness(syndrome, chief, duration, patient, rng),
+            present_illness=self.present_illness(syndrome, chief, duration, patient, rng, extra),
             history=self.history(rng), tongue=rng.choice(syndrome.tongue), pulse=rng.choice(syndrome.pulse),
             syndrome=syndrome_text, principle=principle, herbs=herbs, formula=t.formula,
             packs=rng.choice((7, 7, 7, 5, 14, 10)),
@@ -112,7 +126,7 @@ class StoryTeller:
         if rng.random() < 0.3:
             first.modifications = self.modifications(rng)
         visits = [first]
-        pending: FollowUp | None = None
+        pending: FollowUp | None = extra
         for index in range(2, n_visits + 1):
             visit, pending = self.follow_up(visits[-1], index, dates[index - 1], syndrome, chief, style, rng,
                                             patient, pending)
@@ -135,7 +149,7 @@ class StoryTeller:
         return text + "。"
 
     def present_illness(self, syndrome: Syndrome, chief: str, duration: str, patient: DemoPatient,
-                        rng: random.Random) -> str:
+                        rng: random.Random, extra: FollowUp | None = None) -> str:
         trigger = rng.choice(syndrome.triggers or self.table.triggers)
         pool = fitting(syndrome.findings, patient)
         findings = rng.sample(pool, k=min(len(pool), rng.randint(3, 5)))
@@ -145,6 +159,8 @@ class StoryTeller:
         acute = bool(ACUTE_TAGS & set(syndrome.tags))
         course = rng.choice(("自服药物未见好转", "未经系统治疗")) if acute else rng.choice(
             ("此后反复发作，时轻时重", "曾服西药治疗，效果欠佳", "多方求治，疗效不显", "劳累后加重"))
+        if extra is not None:
+            findings.insert(rng.randint(1, len(findings)), f"兼见{extra.symptom}")
         text = f"患者{duration}前{trigger}出现{chief}，{course}。刻下：{'，'.join(findings)}。"
         if patient.pregnant_weeks:
             text += f"现孕{patient.pregnant_weeks}周，胎动正常。"

@@ -54,7 +54,7 @@ def master_treatise(master: Master, style: Style, table: SyndromeTable, kb: Know
         "",
         "## 二、学术思想",
         "",
-        master.academic_thoughts,
+        style.teaching,
         "",
         "## 三、常用方剂",
         "",

@@ -75,12 +75,15 @@ class StageCfg(_Cfg):
     grad_accum: int = 1
     max_length: int = 1024
     packing: bool = False
+    group_by_length: bool = Field(default=False, description="batch rows of similar length (less padding)")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="fraction of steps spent warming up")
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False
     save_steps: int = 50
     logging_steps: int = 5
     max_train_rows: int | None = Field(default=None, description="cap rows (quick runs); None = all")
+    task_weights: dict[str, float] | None = Field(default=None, description=(
+        "share of the rows per task (the `task` column), e.g. {full_chain: 3, advice: 0.5}; unnamed tasks weigh 1"))
     # GRPO
     num_generations: int = 4
     max_completion_length: int = 256
@@ -100,6 +103,14 @@ class StageCfg(_Cfg):
         if self.method == "grpo" and self.batch_size % self.num_generations:
             raise ValueError(f"grpo batch_size {self.batch_size} must be a multiple of num_generations "
                              f"{self.num_generations}")
+        if self.task_weights:
+            from shicheng.domain import Task
+
+            unknown = sorted(set(self.task_weights) - {t.value for t in Task})
+            if unknown:
+                raise ValueError(f"task_weights names unknown task(s) {unknown}; known: {[t.value for t in Task]}")
+            if any(w < 0 for w in self.task_weights.values()) or not any(self.task_weights.values()):
+                raise ValueError("task_weights must be >= 0 and not all 0")
         return self
 
 

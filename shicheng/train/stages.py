@@ -45,9 +45,32 @@ def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
     if split == "train":
         data = data.shuffle(seed=cfg.seed)
     cap = stage.max_train_rows if split == "train" else max(16, (stage.max_train_rows or 10**9) // 8)
+    if stage.task_weights and "task" in data.column_names:
+        return data.select(weighted_rows(data["task"], stage.task_weights, cap))
     if cap is not None and len(data) > cap:
         data = data.select(range(cap))
     return data
+
+
+def weighted_rows(tasks: list[str], weights: dict[str, float], cap: int | None) -> list[int]:
+    """Row indices (a task's rows in their shuffled order, repeated when its share is larger than what it has)
+    such that each task's share of the stage's rows follows its weight.
+
+    The stage keeps `cap` rows (all of them when there is no cap); tasks not named weigh 1, weight 0 leaves a
+    task out. Repeating is the point: a task weighted 3 is seen about three times as often, even when it has
+    no more rows than the others.
+    """
+    by_task: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        if weights.get(task, 1.0) > 0:
+            by_task.setdefault(task, []).append(i)
+    budget = sum(len(v) for v in by_task.values()) if cap is None else cap
+    total_weight = sum(weights.get(t, 1.0) for t in by_task)
+    chosen = []
+    for task, idx in sorted(by_task.items()):
+        n = round(budget * weights.get(task, 1.0) / total_weight)
+        chosen += [idx[k % len(idx)] for k in range(n)]
+    return sorted(chosen)
 
 
 def warmup_args(ratio: float, transformers_version: str | None = None) -> dict:
@@ -65,8 +88,21 @@ def warmup_args(ratio: float, transformers_version: str | None = None) -> dict:
     return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
 
 
+def sampler_args(group_by_length: bool, transformers_version: str | None = None) -> dict:
+    """Length-grouped batches as the installed transformers spells them (5.x: `train_sampling_strategy`,
+    4.x: `group_by_length`). Without packing, batches of similar lengths waste little compute on padding."""
+    if not group_by_length:
+        return {}
+    if transformers_version is None:
+        import transformers
+
+        transformers_version = transformers.__version__
+    major = int(transformers_version.split(".", 1)[0])
+    return {"train_sampling_strategy": "group_by_length"} if major >= 5 else {"group_by_length": True}
+
+
 def _common_args(cfg: TrainConfig, stage: StageCfg, out: Path, has_eval: bool) -> dict:
-    return dict(
+    return dict(**sampler_args(stage.group_by_length),
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=stage.batch_size,
         per_device_eval_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
         learning_rate=stage.learning_rate, num_train_epochs=stage.epochs, max_steps=stage.max_steps,
@@ -98,8 +134,9 @@ def _embedding_optimizer(model, stage: StageCfg):
 
 
 def train_cpt(cfg, stage, model, tokenizer, out: Path, resume: bool):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    SFTTrainer = sft_trainer_class()
     train, evald = load_split(cfg, stage, "train"), load_split(cfg, stage, "validation")
     train = train.select_columns(["text"])
     evald = evald.select_columns(["text"]) if evald is not None else None
@@ -115,9 +152,55 @@ def train_cpt(cfg, stage, model, tokenizer, out: Path, resume: bool):
     return _run(trainer, resume)
 
 
-def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
-    from trl import SFTConfig, SFTTrainer
+def _answer_loss_trainer():
+    """SFTTrainer whose loss projects onto the vocabulary only the positions that carry a label.
 
+    TRL's default loss runs its chunked log-prob kernel over every position (prompt included) and also
+    computes the entropy; on CPU, with prompts several times longer than the answers and a vocabulary as
+    wide as the model, that projection is most of the step (benchmarks/train_throughput.py measures it).
+    CPT has labels everywhere and still gains: one plain cross-entropy instead of the tiled kernel.
+    The result is the same token-mean cross-entropy. Used only where it is exact and cheap to be sure of:
+    on CPU (on a GPU TRL's fused kernel avoids materialising 150k-wide logits, which this would not), in
+    one process (a DDP wrapper must see the forward call) and without a PEFT wrapper.
+    """
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class AnswerLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            decoder = getattr(model, "model", None)
+            if (return_outputs or self.accelerator.num_processes > 1 or decoder is None
+                    or hasattr(model, "peft_config") or "labels" not in inputs
+                    or inputs["labels"].device.type != "cpu"):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+            hidden = decoder(**kwargs, use_cache=False).last_hidden_state[:, :-1]
+            target = labels[:, 1:]
+            keep = target != -100
+            logits = model.get_output_embeddings()(hidden[keep]).float()
+            loss = F.cross_entropy(logits, target[keep], reduction="sum")
+            n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+            loss = loss / torch.as_tensor(n, device=loss.device).clamp(min=1)
+            metrics = getattr(self, "_metrics", None)  # TRL's per-log averages; older TRL has none
+            if metrics is not None and keep.any():
+                with torch.no_grad():
+                    hits = (logits.argmax(-1) == target[keep]).float().mean().item()
+                metrics["train" if model.training else "eval"]["mean_token_accuracy"].append(hits)
+            return loss
+
+    return AnswerLossSFTTrainer
+
+
+def sft_trainer_class():
+    """The SFT trainer our stages use (TRL's, with the answer-only loss projection on CPU)."""
+    return _answer_loss_trainer()
+
+
+def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
+    from trl import SFTConfig
+
+    SFTTrainer = sft_trainer_class()
     train, evald = load_split(cfg, stage, "train"), load_split(cfg, stage, "validation")
     train = train.select_columns(["messages"])
     evald = evald.select_columns(["messages"]) if evald is not None else None

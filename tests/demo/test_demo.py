@@ -2,7 +2,6 @@
 
 import hashlib
 import re
-import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -32,9 +31,8 @@ def corpus():
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     path = tmp_path_factory.mktemp("demo")
-    started = time.perf_counter()
     counts = generate_demo(path, seed=0)
-    return path, counts, time.perf_counter() - started
+    return path, counts
 
 
 def tree_hash(root):
@@ -102,9 +100,8 @@ def test_herb_token_errors_are_explained():
 
 
 # ---------------------------------------------------------------------- generation
-def test_generation_is_deterministic_fast_and_seeded(out, tmp_path):
-    path, _, seconds = out
-    assert seconds < 5
+def test_generation_is_deterministic_and_seeded(out, tmp_path):
+    path, _ = out
     again = tmp_path / "again"
     generate_demo(again, seed=0)
     assert tree_hash(again) == tree_hash(path)
@@ -114,23 +111,24 @@ def test_generation_is_deterministic_fast_and_seeded(out, tmp_path):
 
 
 def test_counts_cover_masters_general_csv_and_follow_ups(out):
-    path, counts, _ = out
-    assert counts["cases"] >= 400 and counts["visits"] > 1.8 * counts["cases"]
+    path, counts = out
+    assert counts["cases"] >= 1500 and counts["visits"] > 1.8 * counts["cases"]
     assert counts["multi_visit_cases"] > 0.6 * counts["cases"]
     assert set(counts["master_cases"]) == set(load_demo_masters())
-    assert min(counts["master_cases"].values()) >= 60
+    assert min(counts["master_cases"].values()) >= 200
     assert 0.2 <= counts["general_cases"] / counts["cases"] <= 0.3
     assert counts["csv_cases"] >= 40 and counts["csv_rows"] > counts["csv_cases"]
     assert 0.05 <= counts["pregnant"] / counts["cases"] <= 0.15
     assert 0.15 <= counts["with_personal_data"] / counts["cases"] <= 0.25
     assert counts["exact_duplicates"] >= 4 and counts["near_duplicates"] >= 4
-    assert counts["syndromes"] >= 32
+    # the cases draw on the case pool only, each pair of (master, syndrome) many times
+    assert counts["syndromes"] == len(load_syndromes().case_pool()) >= 12
     for name in counts["files"]:
         assert (path / name).is_file(), name
 
 
 def test_every_file_carries_the_notice_and_records_their_markers(out):
-    path, _, _ = out
+    path, _ = out
     for f in path.rglob("*"):
         if f.is_file():
             text = f.read_text(encoding="utf-8")
@@ -150,7 +148,7 @@ def test_every_file_carries_the_notice_and_records_their_markers(out):
 
 
 def test_personal_data_is_fictional_but_valid_looking(out):
-    path, _, _ = out
+    path, _ = out
     text = "".join(f.read_text(encoding="utf-8") for f in (path / "records").glob("*.txt"))
     phones = re.findall(r"电话：(\d+)", text)
     assert phones and all(re.fullmatch(r"1380000\d{4}", p) for p in phones)
@@ -171,7 +169,7 @@ def test_duplicates_are_there_for_dedup(corpus):
 
 
 def test_csv_and_mapping_agree(out, corpus):
-    path, counts, _ = out
+    path, counts = out
     mapping = yaml.safe_load((path / "mapping.yaml").read_text(encoding="utf-8"))
     assert mapping["columns"] == MAPPING
     lines = (path / "cases.csv").read_text(encoding="utf-8").splitlines()
@@ -183,7 +181,7 @@ def test_csv_and_mapping_agree(out, corpus):
 
 
 def test_treatises_are_sized_and_about_their_master(out):
-    path, _, _ = out
+    path, _ = out
     for mid, master in load_demo_masters().items():
         text = (path / "treatises" / f"{mid}.md").read_text(encoding="utf-8")
         assert 1500 <= len(text) <= 3000, (mid, len(text))
@@ -258,3 +256,20 @@ def test_each_master_prescribes_in_his_own_style(corpus, kb):
     buyang = [c for c in corpus.cases if c.master and c.master.id == "qin-tongmai"
               and c.visits[0].formula == "补阳还五汤"]
     assert buyang and all(h.dose >= 60 for c in buyang for h in c.visits[0].herbs if h.base == "黄芪")
+
+
+def test_case_pool_gives_each_master_many_cases_of_each_syndrome():
+    corpus = build_demo(seed=0)
+    pairs = Counter((c.master.id, c.syndrome.id) for c in corpus.cases if c.master)
+    pool = {s.id for s in load_syndromes().case_pool()}
+    assert {s for _, s in pairs} <= pool
+    assert sorted(pairs.values())[len(pairs) // 2] >= 15  # the median pair: enough for a tiny model to learn
+
+
+def test_case_pool_errors_name_the_unknown_syndrome(tmp_path):
+    data = yaml.safe_load((DEMO_DIR / "syndromes.yaml").read_text(encoding="utf-8"))
+    data["case_syndromes"] = [*data["case_syndromes"], "no-such-syndrome"]
+    path = tmp_path / "syndromes.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(DemoDataError, match="no-such-syndrome"):
+        load_syndromes(path)
