@@ -16,6 +16,8 @@ EVAL := $(DEMO)/eval
 # chain, and the prescription and the syndrome asked alone); generation is the cost on CPU.
 PREDICT := $(BIN)/shicheng predict --cases $(DEMO)/data --split test --per-master 4 --max-new-tokens 512 --no-progress
 TASKS := --tasks full_chain,prescription,syndrome
+# A model's prescription rows come from its counterfactual file (its own master's answer is one of them).
+MODEL_TASKS := --tasks full_chain,syndrome
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,9 +59,9 @@ eval: $(STAMP)
 	@mkdir -p $(EVAL)
 	$(PREDICT) --model gold $(TASKS) --out $(EVAL)/gold.jsonl
 	$(PREDICT) --model retrieval $(TASKS) --out $(EVAL)/retrieval.jsonl
-	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 $(TASKS) --out $(EVAL)/stage-2.jsonl
-	$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 $(TASKS) --out $(EVAL)/stage-4.jsonl
-	$(PREDICT) --model $(MODEL) --system stage-5 $(TASKS) --out $(EVAL)/stage-5.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 $(MODEL_TASKS) --out $(EVAL)/stage-2.jsonl
+	$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 $(MODEL_TASKS) --out $(EVAL)/stage-4.jsonl
+	$(PREDICT) --model $(MODEL) --system stage-5 $(MODEL_TASKS) --out $(EVAL)/stage-5.jsonl
 	$(PREDICT) --model $(MODEL) --system stage-5 --tasks prescription --all-masters --out $(EVAL)/stage-5-counterfactual.jsonl
 	$(PREDICT) --model $(DEMO)/model/stage-2-general-sft --system stage-2 --tasks prescription --all-masters \
 	    --out $(EVAL)/stage-2-counterfactual.jsonl
