@@ -67,6 +67,11 @@ def test_each_command_lives_in_the_module_of_its_step():
                 "train": "train", "compare-stages": "evaluate", "consult": "agent", "masters": "agent",
                 "tcmcr": "agent", "serve": "serve"}
     assert {name: where.get(name) for name in expected} == {n: f"shicheng.cli.{m}" for n, m in expected.items()}
-    assert not app.registered_groups  # the TCMCR export is `shicheng tcmcr`, not `shicheng bench tcmcr`
+    # one group only: the rating app's coordinator and server commands (`shicheng rate serve`, issue 12); the
+    # TCMCR export is `shicheng tcmcr`, not `shicheng bench tcmcr`
+    groups = {g.name: g.typer_instance for g in app.registered_groups}
+    assert list(groups) == ["rate"]
+    assert {c.callback.__module__ for c in groups["rate"].registered_commands} == {"shicheng.cli.rate"}
+    assert where.get("reliability") == "shicheng.cli.rate"
     res = runner.invoke(app, ["bench", "tcmcr", "--help"])
     assert res.exit_code == 2 and "No such command 'bench'" in res.output

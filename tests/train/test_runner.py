@@ -45,10 +45,11 @@ def _config(tmp_path, data_dir, stages, **extra) -> Path:
 def test_five_stages_loss_falls_and_rerun_skips(tmp_path, data_dir):
     stages = [
         _stage("cpt", "cpt", ["stage1_cpt"], max_steps=16, learning_rate=3e-3, embedding_learning_rate=6e-3, packing=True),
-        _stage("general", "sft", ["stage2_sft"], max_steps=16, learning_rate=3e-3, max_length=640),
+        # LoRA (then merged) where the loss is still high enough to fall visibly in 16 steps of a 64-wide model
+        _stage("general", "sft", ["stage2_sft"], max_steps=16, learning_rate=1e-2, max_length=640,
+               lora={"r": 16, "alpha": 32, "dropout": 0.0}),
         _stage("reasoning", "sft", ["stage3_reasoning"], max_steps=16, learning_rate=3e-3, max_length=1024),
-        _stage("master", "sft", ["stage4_master_sft"], max_steps=16, learning_rate=3e-3, max_length=1024,
-               lora={"r": 8, "alpha": 16, "dropout": 0.0}),
+        _stage("master", "sft", ["stage4_master_sft"], max_steps=16, learning_rate=3e-3, max_length=1024),
         _stage("grpo", "grpo", ["stage5_rl"], max_steps=2, learning_rate=1e-5, num_generations=2, max_completion_length=32),
     ]
     cfg = _config(tmp_path, data_dir, stages)
