@@ -6,6 +6,10 @@
 A stage with a manifest whose status is "done" is skipped on rerun; a stage killed mid-way restarts
 from its last checkpoint. The manifest records config, dataset hashes, tokenizer hash, seed, git
 commit, duration and final metrics, so a model directory says how it was made.
+
+Under `accelerate launch` (several processes) every rank runs this same code: rank 0 alone computes
+stage 0 and writes config.yaml, the manifests, masters.json and each stage's model; the other ranks
+wait at a barrier and then read what it wrote (tests/train/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from rich.table import Table
 
 from shicheng.domain import load_master_files
 from shicheng.train.config import TrainConfig, load_config, parse_stage_range
+from shicheng.train.dist import process_state
 
 console = Console()
 
@@ -202,16 +207,24 @@ def run_stage(cfg: TrainConfig, index: int, source: Path, resume: bool) -> dict:
 
     stage = cfg.stages[index]
     out = cfg.stage_dir(index)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    state = process_state()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        write_manifest(out, {"status": "running", "stage": stage.model_dump(), "source": str(source),
+                             "num_processes": state.num_processes})
+    state.wait_for_everyone()  # no rank looks for checkpoints while rank 0 may still be clearing them
     set_seed(cfg.seed)
     model, tokenizer = load_stage_model(source, cfg)
-    console.rule(f"stage {index + 1}/{len(cfg.stages)}: {stage.name} ({stage.method}) from {source.name}")
+    if state.is_main_process:
+        console.rule(f"stage {index + 1}/{len(cfg.stages)}: {stage.name} ({stage.method}) from {source.name}")
     t0 = time.time()
-    write_manifest(out, {"status": "running", "stage": stage.model_dump(), "source": str(source)})
     trainer, metrics = TRAINERS[stage.method](cfg, stage, model, tokenizer, out, resume)
+    if not state.is_main_process:
+        state.wait_for_everyone()  # rank 0 writes the model and the manifest; the next stage loads them
+        return read_manifest(out)
     model = trainer.model
     if stage.lora is not None and stage.merge:
         model = model.merge_and_unload()
@@ -225,32 +238,42 @@ def run_stage(cfg: TrainConfig, index: int, source: Path, resume: bool) -> dict:
         "status": "done", "stage": stage.model_dump(), "index": index + 1, "source": str(source),
         "seed": cfg.seed, "git_commit": git_commit(), "duration_s": round(time.time() - t0, 1),
         "datasets": _dataset_hashes(cfg, stage.datasets), "tokenizer_sha256": _sha256(out / "tokenizer.json"),
-        "base_model": cfg.base_model.model_dump(), "final_metrics": metrics,
+        "base_model": cfg.base_model.model_dump(), "final_metrics": metrics, "num_processes": state.num_processes,
+        "distributed_type": str(trainer.accelerator.distributed_type.value),
     }
     write_manifest(out, manifest)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the stage is done; its model dir is the artefact
+    state.wait_for_everyone()
     return manifest
 
 
 def train(config: str | Path, stages: str | None = None, resume: bool = True) -> list[dict]:
     cfg = load_config(config)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), allow_unicode=True, sort_keys=False),
-                                         encoding="utf-8")
+    state = process_state()
     selected = set(parse_stage_range(stages, len(cfg.stages)))
     base = run_dir / "stage-0-base"
-    if not is_done(base):
-        t0 = time.time()
-        info = prepare_base(cfg, base)
-        write_manifest(base, {"status": "done", "seed": cfg.seed, "git_commit": git_commit(),
-                              "duration_s": round(time.time() - t0, 1), "base_model": cfg.base_model.model_dump(),
-                              "tokenizer_sha256": _sha256(base / "tokenizer.json"), **info})
+    # Rank 0 first: it writes config.yaml and computes stage 0 (tokenizer, extension, base model); the other
+    # ranks enter after it, find stage 0 done and load it.
+    with state.main_process_first():
+        if state.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), allow_unicode=True,
+                                                                sort_keys=False), encoding="utf-8")
+        if not is_done(base):
+            if not state.is_main_process:
+                raise RuntimeError(f"{base}: rank 0 did not finish stage 0")
+            t0 = time.time()
+            info = prepare_base(cfg, base)
+            write_manifest(base, {"status": "done", "seed": cfg.seed, "git_commit": git_commit(),
+                                  "duration_s": round(time.time() - t0, 1), "base_model": cfg.base_model.model_dump(),
+                                  "tokenizer_sha256": _sha256(base / "tokenizer.json"), **info})
     source, done = base, []
     for i, stage in enumerate(cfg.stages):
         out = cfg.stage_dir(i)
         if is_done(out):
-            console.print(f"stage {i + 1} {stage.name}: done, skipped")
+            if state.is_main_process:
+                console.print(f"stage {i + 1} {stage.name}: done, skipped")
             done.append(read_manifest(out))
             source = out
             continue
@@ -260,8 +283,9 @@ def train(config: str | Path, stages: str | None = None, resume: bool = True) ->
             break
         done.append(run_stage(cfg, i, source, resume))
         source = out
-    _summary(done)
-    console.print(f"final model: {source}")
+    if state.is_main_process:
+        _summary(done)
+        console.print(f"final model: {source}")
     return done
 
 

@@ -16,19 +16,21 @@ from datasets import Dataset, concatenate_datasets, load_dataset
 from transformers import TrainerCallback
 
 from shicheng.train.config import StageCfg, TrainConfig
+from shicheng.train.dist import process_state
 
 ENDOFTEXT = "<|endoftext|>"
 IM_END = "<|im_end|>"
 
 
 class JsonlMetrics(TrainerCallback):
-    """Appends every log record (loss, lr, rewards, frac_reward_zero_std …) to metrics.jsonl."""
+    """Appends every log record (loss, lr, rewards, frac_reward_zero_std …) to metrics.jsonl, from rank 0 only
+    (the logged values are already averaged over the ranks)."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
+        if logs and state.is_world_process_zero:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
@@ -212,16 +214,18 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
 
 
 def style_model_for(cfg: TrainConfig):
-    """Fit (once per run) the master-style model on the stage-5 training rows; cached as JSON in the run dir."""
+    """Fit (once per run, on rank 0) the master-style model on the stage-5 training rows; cached as JSON in the
+    run dir, which the other ranks load after rank 0 wrote it, so that every rank scores with the same model."""
     from shicheng.metrics import MasterStyleModel
 
     path = Path(cfg.run_dir) / "style_model.json"
-    if path.exists():
-        return MasterStyleModel.load(path)
-    rows = [json.loads(line) for line in (Path(cfg.data_dir) / "stage5_rl" / "train.jsonl").open(encoding="utf-8")]
-    model = MasterStyleModel.fit_rows(rows)
-    model.save(path)
-    return model
+    with process_state().main_process_first():
+        if path.exists():
+            return MasterStyleModel.load(path)
+        rows = [json.loads(line) for line in (Path(cfg.data_dir) / "stage5_rl" / "train.jsonl").open(encoding="utf-8")]
+        model = MasterStyleModel.fit_rows(rows)
+        model.save(path)
+        return model
 
 
 def reward_functions(cfg: TrainConfig, stage: StageCfg):
@@ -243,7 +247,7 @@ def train_grpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
                       repetition_penalty=stage.repetition_penalty,
                       generation_kwargs={"no_repeat_ngram_size": stage.no_repeat_ngram_size}
                       if stage.no_repeat_ngram_size else None,
-                      generation_batch_size=stage.batch_size, log_completions=False)
+                      steps_per_generation=1, log_completions=False)  # one global batch per generation
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=tokenizer, peft_config=_peft_config(stage),
                           callbacks=[JsonlMetrics(out / "metrics.jsonl")])
@@ -284,15 +288,37 @@ def train_dpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
     return _run(trainer, resume)
 
 
-def _last_checkpoint(trainer) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoint(path: Path, world_size: int) -> bool:
+    """A checkpoint every rank finished writing: the Trainer writes trainer_state.json last, from rank 0, but
+    each rank writes its own RNG state (rng_state_R.pth, or rng_state.pth alone) with no barrier before it."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if world_size <= 1:
+        return (path / "rng_state.pth").exists() or (path / "rng_state_0.pth").exists()
+    return all((path / f"rng_state_{r}.pth").exists() for r in range(world_size))
 
+
+def _last_checkpoint(trainer) -> str | None:
+    """The newest complete checkpoint (transformers' get_last_checkpoint takes the newest directory, even one
+    a killed run left half written)."""
     d = Path(trainer.args.output_dir)
-    return get_last_checkpoint(str(d)) if d.exists() else None
+    if not d.exists():
+        return None
+    found = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if complete_checkpoint(path, trainer.args.world_size):
+            return str(path)
+    return None
 
 
 def _run(trainer, resume: bool):
     ckpt = _last_checkpoint(trainer) if resume else None
+    if trainer.accelerator.num_processes > 1:  # every rank resumes from the checkpoint rank 0 chose
+        from accelerate.utils import broadcast_object_list
+
+        ckpt = broadcast_object_list([ckpt])[0]
     if ckpt:
         print(f"resuming from {ckpt}", flush=True)
     result = trainer.train(resume_from_checkpoint=ckpt)
