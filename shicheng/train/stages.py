@@ -75,6 +75,15 @@ def weighted_rows(tasks: list[str], weights: dict[str, float], cap: int | None) 
     return sorted(chosen)
 
 
+def transformers_major(version: str | None = None) -> int:
+    """The major version of `version`, or of the installed transformers."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    return int(version.split(".", 1)[0])
+
+
 def warmup_args(ratio: float, transformers_version: str | None = None) -> dict:
     """The warmup fraction as the installed transformers reads it.
 
@@ -82,11 +91,7 @@ def warmup_args(ratio: float, transformers_version: str | None = None) -> dict:
     as a fraction of the steps; 4.x reads `warmup_steps` as a step count only, so 0.03 there would mean no
     warmup at all, and the fraction must go to `warmup_ratio` (transformers PR #41326, peft issue #2949).
     """
-    if transformers_version is None:
-        import transformers
-
-        transformers_version = transformers.__version__
-    major = int(transformers_version.split(".", 1)[0])
+    major = transformers_major(transformers_version)
     return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
 
 
@@ -95,11 +100,7 @@ def sampler_args(group_by_length: bool, transformers_version: str | None = None)
     4.x: `group_by_length`). Without packing, batches of similar lengths waste little compute on padding."""
     if not group_by_length:
         return {}
-    if transformers_version is None:
-        import transformers
-
-        transformers_version = transformers.__version__
-    major = int(transformers_version.split(".", 1)[0])
+    major = transformers_major(transformers_version)
     return {"train_sampling_strategy": "group_by_length"} if major >= 5 else {"group_by_length": True}
 
 

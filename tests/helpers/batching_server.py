@@ -16,10 +16,10 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.helpers.openai_server import _completion, _error
+from tests.helpers.openai_server import _completion, _error, _Server
 
 Reply = Callable[[list[dict[str, Any]]], str]
 
@@ -46,7 +46,7 @@ class BatchingServer:
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stop = False
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._threads: list[threading.Thread] = []
 
     @property
@@ -114,13 +114,6 @@ class BatchingServer:
                 self._in_flight -= len(batch)
             for item in batch:
                 item.done.set()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
