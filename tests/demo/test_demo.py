@@ -264,19 +264,6 @@ def test_case_pool_gives_each_master_many_cases_of_each_syndrome():
     pool = {s.id for s in load_syndromes().case_pool()}
     assert {s for _, s in pairs} <= pool
     assert sorted(pairs.values())[len(pairs) // 2] >= 15  # the median pair: enough for a tiny model to learn
-    # every master meets every case syndrome in training, so a counterfactual question is never a new pair
-    masters = {c.master.id for c in corpus.cases if c.master}
-    assert len(pairs) == len(masters) * len(pool)
-
-
-def test_case_syndrome_without_a_school_is_refused(tmp_path):
-    data = yaml.safe_load((DEMO_DIR / "syndromes.yaml").read_text(encoding="utf-8"))
-    lung = next(s for s in data["syndromes"] if s["id"] == "lung-heat")
-    del lung["schools"]["butu"]
-    path = tmp_path / "syndromes.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(DemoDataError, match=r"lung-heat.*butu"):
-        load_syndromes(path)
 
 
 def test_case_pool_errors_name_the_unknown_syndrome(tmp_path):
