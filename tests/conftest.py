@@ -53,6 +53,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model exported to an f16 GGUF (FILE.masters.json beside it); skips without the deploy extra."""
+    from tests.helpers.deploy import export, require_deploy
+
+    require_deploy()
+    return export(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")["f16"]
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Run a module's tiny-model generations on one thread, restoring the setting afterwards.

@@ -3,7 +3,7 @@
     knowledge  check-prescription, herb          curate    demo-data, curate
     train      train                             evaluate  compare-stages, predict, evaluate
     agent      consult, masters, tcmcr           serve     serve
-    rate       rate …, reliability
+    rate       rate …, reliability            deploy    export
 
 Each module holds typed command functions whose bodies call the library with keyword arguments; the
 heavy parts (curation, training, models, the server) are imported only by the command that needs them.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from shicheng.cli import agent, curate, evaluate, knowledge, rate, serve, train
+from shicheng.cli import agent, curate, deploy, evaluate, knowledge, rate, serve, train
 from shicheng.domain import DISCLAIMER
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ app.command("consult")(agent.consult_cmd)
 app.command("masters")(agent.masters_cmd)
 app.command("tcmcr")(agent.tcmcr_cmd)
 app.command("serve")(serve.serve_cmd)
+app.command("export")(deploy.export_cmd)
 app.add_typer(rate.rate_app, name="rate")
 app.command("reliability")(rate.reliability_cmd)
 

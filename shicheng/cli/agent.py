@@ -44,7 +44,7 @@ def _masters(*, model: str, masters_file: Path | None) -> dict[str, Master]:
             raise ConsultError(f"{masters_file}: masters file not found")
         return load_masters(model_dir=masters_file)
     if not is_url(model) and not Path(model).exists():
-        raise ConsultError(f"{model}: model directory not found")
+        raise ConsultError(f"{model}: model {'file' if model.lower().endswith('.gguf') else 'directory'} not found")
     return load_masters(model_dir=model)
 
 
@@ -81,7 +81,8 @@ def _case_to_answer(*, case: Path | None, text: str | None, case_id: str | None,
 
 
 def consult_cmd(
-    model: str = typer.Option(..., "--model", help="Model directory, or an OpenAI-compatible endpoint URL."),
+    model: str = typer.Option(..., "--model", help="Model directory, a .gguf file (`shicheng export`), or an "
+                              "OpenAI-compatible endpoint URL (vLLM, llama-server, Ollama)."),
     master: str = typer.Option(None, "--master", help="Master id (see `shicheng masters`); omit for generic."),
     case: Path = typer.Option(None, "--case", dir_okay=False,
                               help="Case file: JSON Case, JSONL of Cases (with --case-id), or a text record."),
@@ -97,7 +98,7 @@ def consult_cmd(
                                               help="Follow-up: the prescription the patient took, e.g. "
                                                    "'柴胡10g 白芍15g 甘草6g'."),
     as_json: bool = typer.Option(False, "--json", help="Print the Consultation as JSON."),
-    backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
+    backend: str = typer.Option("auto", "--backend", help="auto, transformers, llamacpp or openai."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
     case_id: str = typer.Option(None, "--case-id", help="Which case of a multi-case file."),
@@ -133,7 +134,8 @@ def consult_cmd(
 
 
 def masters_cmd(
-    model: str = typer.Option(..., "--model", help="Model directory (reads its masters.json)."),
+    model: str = typer.Option(..., "--model", help="Model directory (reads its masters.json) or a .gguf file "
+                              "(FILE.masters.json beside it, else the copy inside it)."),
     masters_file: Path = typer.Option(None, "--masters", dir_okay=False, help="A masters.json instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -159,13 +161,14 @@ def masters_cmd(
 
 
 def tcmcr_cmd(
-    model: str = typer.Option(..., "--model", help="Model directory, or an OpenAI-compatible endpoint URL."),
+    model: str = typer.Option(..., "--model", help="Model directory, a .gguf file (`shicheng export`), or an "
+                              "OpenAI-compatible endpoint URL (vLLM, llama-server, Ollama)."),
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False,
                                help="TCMClinicalReason-Bench input JSON (id, instruction, input)."),
     out: Path = typer.Option(..., "--out", dir_okay=False, help="Submission JSON to write."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip ids already in OUT.partial.jsonl."),
-    backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
+    backend: str = typer.Option("auto", "--backend", help="auto, transformers, llamacpp or openai."),
     model_name: str = typer.Option(None, "--model-name", help="Served model id for an endpoint URL."),
     max_new_tokens: int = typer.Option(2048, "--max-new-tokens", min=1),
     device: str = typer.Option("auto", "--device"),

@@ -16,10 +16,11 @@ console = Console()
 
 
 def _systems(values: list[str]) -> list[str]:
-    """Each --model is a model directory that exists or an http(s) endpoint URL."""
+    """Each --model is a model directory or .gguf file that exists, or an http(s) endpoint URL."""
     for value in values:
-        if not value.startswith(("http://", "https://")) and not Path(value).is_dir():
-            raise typer.BadParameter(f"{value}: not a model directory or an http(s) endpoint URL")
+        gguf = value.lower().endswith(".gguf") and Path(value).is_file()
+        if not value.startswith(("http://", "https://")) and not Path(value).is_dir() and not gguf:
+            raise typer.BadParameter(f"{value}: not a model directory, a .gguf file or an http(s) endpoint URL")
     return values
 
 
@@ -37,7 +38,7 @@ def compare_stages_cmd(
     repetition_penalty: float = typer.Option(1.15, "--repetition-penalty", help="Same decoding for every model."),
     no_repeat_ngram: int = typer.Option(8, "--no-repeat-ngram", help="Block repeated n-grams of this many tokens "
                                         "(0 with an endpoint in the comparison: endpoints cannot)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, transformers or openai."),
+    backend: str = typer.Option("auto", "--backend", help="auto, transformers, llamacpp or openai."),
     model_name: str = typer.Option(None, "--model-name", help="Served model id for an endpoint URL."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 … (model directories)."),
     out: Path = typer.Option(None, "--out", help="Write the JSON here as well."),

@@ -12,7 +12,9 @@ console = Console()
 
 def serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Trained model directory (output of `shicheng train`), "
-                              "or the URL of an OpenAI-compatible endpoint such as vLLM (with --backend-model)."),
+                              "a .gguf file (output of `shicheng export`, answered by llama.cpp on the CPU), "
+                              "or the URL of an OpenAI-compatible endpoint such as vLLM, llama-server or Ollama "
+                              "(with --backend-model)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on. Any address but loopback "
                              "needs --api-key-env (or --insecure)."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without an API key "
@@ -20,10 +22,11 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the API key that "
                                     "clients must send as 'Authorization: Bearer <key>'."),
-    backend: str = typer.Option("auto", "--backend", help="auto (directory -> transformers, URL -> openai), "
-                                "transformers or openai."),
+    backend: str = typer.Option("auto", "--backend", help="auto (directory -> transformers, .gguf -> llamacpp, "
+                                "URL -> openai), transformers, llamacpp or openai."),
     masters: Path = typer.Option(None, "--masters", exists=True, help="masters.json or a folder of master YAML "
-                                 "files (default: masters.json in the model directory)."),
+                                 "files (default: masters.json in the model directory; for a .gguf, "
+                                 "FILE.masters.json beside it or the copy inside it)."),
     backend_model: str = typer.Option(None, "--backend-model", help="Model name at the endpoint (openai backend)."),
     backend_key_env: str = typer.Option("OPENAI_API_KEY", "--backend-key-env",
                                         help="Environment variable with the endpoint's key (openai backend)."),

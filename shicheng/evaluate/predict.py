@@ -52,7 +52,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from shicheng.agent.backends import Backend, GenerationResult, is_url, load_masters, make_backend
+from shicheng.agent.backends import Backend, GenerationResult, is_gguf, is_url, load_masters, make_backend
 from shicheng.domain import MASTER_SUFFIXES, Case, JsonlError, Master, Task, load_master_files, read_jsonl
 from shicheng.evaluate.baseline import RetrievalBaseline, gold_text
 from shicheng.prompts import prompt_messages
@@ -429,6 +429,8 @@ def find_masters(model: str | None, cases_path: Path, masters_file: Path | None 
         return load_masters_from(masters_file)
     if model and not is_url(model) and (Path(model) / "masters.json").is_file():
         return load_masters(model)
+    if model and is_gguf(model) and (inside := load_masters(model)):  # beside FILE.gguf, or in its metadata
+        return inside
     for folder in (cases_path.parent.parent / "masters", cases_path.parent / "masters"):
         if folder.is_dir():
             return load_masters_from(folder)

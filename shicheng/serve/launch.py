@@ -1,4 +1,4 @@
-"""Start a server: load a model directory (or point at an OpenAI-compatible endpoint) and serve it.
+"""Start a server: load a model directory or a GGUF file (or point at an OpenAI-compatible endpoint) and serve it.
 
 `build_app` does everything but listen, so the configuration checks are testable without a port;
 `run_server` (what `shicheng serve` calls) builds the app and runs it under uvicorn.
@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from shicheng.agent import BackendUnavailable, is_url, load_masters, make_backend
+from shicheng.agent.backends import is_gguf
 from shicheng.domain import Master, load_master_files
 from shicheng.serve.app import create_app
 from shicheng.serve.logs import log, log_to_stderr
@@ -49,7 +50,7 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
               backend_key_env: str = "OPENAI_API_KEY", concurrency: int = 1, device: str = "auto",
               max_body_bytes: int = 64_000, host: str = "127.0.0.1", insecure: bool = False,
               chat_safety_notice: bool = True):
-    """The configured app for `model` (a model directory or an http(s) endpoint URL).
+    """The configured app for `model` (a model directory, a .gguf file or an http(s) endpoint URL).
 
     A non-loopback `host` needs an API key, or `insecure` said out loud: `serve --help` promises that the
     server stays on loopback unless a key is set."""
@@ -75,7 +76,9 @@ def build_app(model: str, *, api_key_env: str | None = None, backend: str = "aut
             known = {}
             log.warning("%s: an endpoint has no masters.json; pass --masters to serve the masters", model)
         else:
-            known = load_masters_from(model) if Path(model).is_dir() else {}
+            # a model directory's masters.json; a .gguf file's beside copy or metadata (agent.load_masters)
+            known = load_masters_from(model) if Path(model).is_dir() or (is_gguf(model) and Path(model).is_file()) \
+                else {}
     except ValueError as e:  # a bad masters.json or master YAML: the message names the file
         raise ServeError(str(e)) from e
     try:

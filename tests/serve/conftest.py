@@ -2,7 +2,9 @@
 
 Two backends: the tiny random-weight model (tests/conftest.py) for protocol and load tests, and an
 OpenAIBackend pointed at the loopback fake OpenAI server that always answers a planted consultation
-whose prescription holds 甘草 + 海藻 (十八反), for the tests that check what the answer contains.
+whose prescription holds 甘草 + 海藻 (十八反), for the tests that check what the answer contains. The
+protocol tests of test_api.py run on the tiny model twice: as a model directory (transformers) and as its
+GGUF export (llama.cpp; skipped, with the reason, without the deploy extra).
 """
 
 from __future__ import annotations
@@ -26,6 +28,23 @@ def tiny_backend(tiny_model_dir) -> TransformersBackend:
 @pytest.fixture(scope="session")
 def tiny_masters(tiny_model_dir):
     return load_masters(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_backend(tiny_gguf):
+    from shicheng.agent.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(tiny_gguf, n_threads=1)
+
+
+@pytest.fixture(scope="module", params=["model-dir", "gguf"])
+def served_tiny(request):
+    """(backend, masters, model path) of the tiny model as a model directory and as its GGUF file."""
+    if request.param == "gguf":
+        path = request.getfixturevalue("tiny_gguf")
+        return request.getfixturevalue("tiny_gguf_backend"), load_masters(path), path
+    return request.getfixturevalue("tiny_backend"), request.getfixturevalue("tiny_masters"), \
+        request.getfixturevalue("tiny_model_dir")
 
 
 @pytest.fixture(scope="session")

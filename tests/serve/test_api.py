@@ -27,8 +27,10 @@ CASE_FIELDS = {"sex": "female", "age": 34, "chief_complaint": "颈前肿大半�
 
 
 @pytest.fixture(scope="module")
-def tiny_server(live_server, tiny_backend, tiny_masters):
-    return live_server(tiny_backend, tiny_masters, api_key=API_KEY)
+def tiny_server(live_server, served_tiny):
+    """The tiny model served from its directory and from its GGUF: every test that uses it runs on both."""
+    backend, masters, _ = served_tiny
+    return live_server(backend, masters, api_key=API_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +53,16 @@ def error_message(response: httpx.Response) -> str:
 
 # ---- OpenAI protocol ----------------------------------------------------------------------------------
 
-def test_models_lists_one_id_per_master(tiny_server, tiny_masters):
+def test_models_lists_one_id_per_master(tiny_server, served_tiny):
+    masters = served_tiny[1]
     ids = [m.id for m in client_for(tiny_server).models.list().data]
-    assert ids == ["shicheng", *(f"shicheng-{mid}" for mid in sorted(tiny_masters))]
-    assert len(tiny_masters) == 5
+    assert ids == ["shicheng", *(f"shicheng-{mid}" for mid in sorted(masters))]
+    assert len(masters) == 5
 
 
-def test_chat_completion_adds_the_master_system_prompt(tiny_server, tiny_backend, tiny_masters):
-    master = tiny_masters[sorted(tiny_masters)[0]]
+def test_chat_completion_adds_the_master_system_prompt(tiny_server, served_tiny):
+    backend, masters, _ = served_tiny
+    master = masters[sorted(masters)[0]]
     user = {"role": "user", "content": "患者胃脘冷痛三年，舌淡脉沉，请辨证。"}
     reply = client_for(tiny_server).chat.completions.create(
         model=f"shicheng-{master.id}", messages=[user], max_tokens=8)
@@ -68,8 +72,8 @@ def test_chat_completion_adds_the_master_system_prompt(tiny_server, tiny_backend
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert 1 <= reply.usage.completion_tokens <= 8
     # The prompt the model saw is our master system prompt + the user turn, exactly as in training.
-    expected = tiny_backend.encode([[{"role": "system", "content": system_prompt(master)}, user]])
-    assert reply.usage.prompt_tokens == expected["input_ids"].shape[1]
+    expected = backend.count_prompt_tokens([{"role": "system", "content": system_prompt(master)}, user])
+    assert reply.usage.prompt_tokens == expected
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
@@ -272,15 +276,17 @@ def test_build_app_for_an_endpoint_with_a_masters_folder(planted_upstream, tmp_p
         build_app(planted_upstream.url, masters=tmp_path)
 
 
-def test_serve_command_runs_uvicorn(tiny_model_dir, tmp_path):
-    """`run_server` in its own process: listens, needs the key, answers, and logs no patient text."""
+def test_serve_command_runs_uvicorn(served_tiny, tmp_path):
+    """`run_server` in its own process (the model directory, then its .gguf file): listens, needs the key,
+    answers, and logs no patient text."""
     import socket
 
+    model_path = served_tiny[2]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = ("from shicheng.serve.launch import run_server; "
-            f"run_server({str(tiny_model_dir)!r}, port={port}, api_key_env='SHICHENG_TEST_KEY', max_queue=2)")
+            f"run_server({str(model_path)!r}, port={port}, api_key_env='SHICHENG_TEST_KEY', max_queue=2)")
     log_file = tmp_path / "serve.log"
     env = {**os.environ, "SHICHENG_TEST_KEY": "k-1"}
     with log_file.open("w") as fh:
