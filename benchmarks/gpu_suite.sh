@@ -10,7 +10,8 @@
 # 2. installs the pinned stack into .venv-gpu (package registries only; torch from PyPI is the CUDA build);
 # 3. runs benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 30 (ours vs plain TRL, MFU, LoRA memory)
 #    and benchmarks/infer_throughput.py --config qwen2.5-1.5b (decode tokens/s, bandwidth, batch 1 and 8),
-#    both on the real 1.5B shape with random weights.
+#    both on the real 1.5B shape with random weights, then, in a venv of its own and when time allows,
+#    benchmarks/vllm_throughput.py on the same shape and prompts (vLLM's engine, batch 1 and 8).
 set -euo pipefail
 
 OUT="${OUT:-./gpu-results}"
@@ -51,12 +52,28 @@ run() {  # name, command…: stdout's last line is the JSON; stderr goes to a lo
 run train_throughput .venv-gpu/bin/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 30
 run infer_throughput .venv-gpu/bin/python benchmarks/infer_throughput.py --config qwen2.5-1.5b
 
+# vLLM last and in a venv of its own: it pins its own torch, and its install (~2 GB) is the first thing to drop
+# when the lease runs short. Skipped when more than VLLM_AFTER_S (default 240 s) have gone, or the install fails;
+# the JSON then says why, and the transformers figures above stand alone.
+if [ "$SECONDS" -lt "${VLLM_AFTER_S:-240}" ]; then
+  [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
+  if timeout 200 .venv-vllm/bin/pip install -q vllm && .venv-vllm/bin/pip install -q -e '.[local,qwen-vocab]'; then
+    run vllm_throughput .venv-vllm/bin/python benchmarks/vllm_throughput.py --config qwen2.5-1.5b
+  else
+    printf '{"benchmark": "vllm_throughput", "skipped": "pip install vllm failed or took over 200 s"}\n' \
+      > "$OUT/vllm_throughput.json"
+  fi
+else
+  printf '{"benchmark": "vllm_throughput", "skipped": "%s s had gone; VLLM_AFTER_S=%s"}\n' "$SECONDS" \
+    "${VLLM_AFTER_S:-240}" > "$OUT/vllm_throughput.json"
+fi
+
 .venv-gpu/bin/python - "$OUT" <<'PY'
 import datetime, json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 gpu = (out / "gpu.csv").read_text().strip()
 results = {}
-for name in ("train_throughput", "infer_throughput"):
+for name in ("train_throughput", "infer_throughput", "vllm_throughput"):
     try:
         results[name] = json.loads((out / f"{name}.json").read_text())
     except (OSError, ValueError) as e:
