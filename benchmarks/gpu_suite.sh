@@ -52,9 +52,10 @@ run() {  # name, command…: stdout's last line is the JSON; stderr goes to a lo
 run train_throughput .venv-gpu/bin/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 30
 run infer_throughput .venv-gpu/bin/python benchmarks/infer_throughput.py --config qwen2.5-1.5b
 
-# vLLM last and in a venv of its own: it pins its own torch and transformers (so only our qwen-vocab extra goes in), and its install (~2 GB) is the first thing to drop
-# when the lease runs short. Skipped when more than VLLM_AFTER_S (default 240 s) have gone, or the install fails;
-# the JSON then says why, and the transformers figures above stand alone.
+# vLLM last and in a venv of its own: it pins its own torch and transformers (so only our qwen-vocab extra goes
+# in), and its install (~2 GB) is the first thing to drop when the lease runs short. Skipped when more than
+# VLLM_AFTER_S (default 240 s) have gone, or the install fails; the JSON then says why, and the transformers
+# figures above stand alone.
 if [ "$SECONDS" -lt "${VLLM_AFTER_S:-240}" ]; then
   [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
   if timeout 200 .venv-vllm/bin/pip install -q vllm && .venv-vllm/bin/pip install -q -e '.[qwen-vocab]'; then
