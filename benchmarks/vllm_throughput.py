@@ -16,6 +16,7 @@ the suite goes on.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import statistics
@@ -27,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+@functools.cache
 def _infer_module():
     """benchmarks/infer_throughput.py, for its shapes, prompts and bandwidth table (benchmarks is no package)."""
     spec = importlib.util.spec_from_file_location("infer_throughput", HERE / "infer_throughput.py")

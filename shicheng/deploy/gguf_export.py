@@ -269,17 +269,17 @@ def generation_defaults(model_dir: Path) -> dict:
 
 
 def masters_json(model_dir: Path) -> str | None:
-    """masters.json as text (checked to be a JSON list), None when the model has none."""
+    """masters.json as text (checked as the backends read it back), None when the model has none."""
+    from shicheng.agent.backends import parse_masters  # late: the backends package imports shicheng.deploy
+
     path = model_dir / "masters.json"
     if not path.is_file():
         return None
     text = path.read_text(encoding="utf-8-sig")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
-    if not isinstance(data, list):
-        raise ExportError(f"{path}: expected a JSON list of masters, got {type(data).__name__}")
+        parse_masters(text, str(path))
+    except ValueError as e:
+        raise ExportError(str(e)) from e
     return text
 
 
