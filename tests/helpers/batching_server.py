@@ -53,8 +53,7 @@ class BatchingServer:
     def url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self._httpd.base_url
 
     def start(self) -> BatchingServer:
         handler = type("Handler", (_Handler,), {"owner": self})

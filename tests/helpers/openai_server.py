@@ -61,8 +61,7 @@ class OpenAIServer:
         """Base URL for the openai client (ends in /v1)."""
         if self._httpd is None:
             raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self._httpd.base_url
 
     def start(self) -> OpenAIServer:
         handler = type("Handler", (_Handler,), {"owner": self})
@@ -92,6 +91,12 @@ class OpenAIServer:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    @property
+    def base_url(self) -> str:
+        """Base URL for the openai client (ends in /v1)."""
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/v1"
 
     def handle_error(self, request, client_address) -> None:
         # A client that timed out has closed its socket; the late write failing is expected, not news.
