@@ -61,6 +61,30 @@ class LoraCfg(_Cfg):
                                                         "up_proj", "down_proj"])
 
 
+def check_task_weights(weights: dict[str, float] | None) -> None:
+    if not weights:
+        return
+    from shicheng.domain import Task
+
+    unknown = sorted(set(weights) - {t.value for t in Task})
+    if unknown:
+        raise ValueError(f"task_weights names unknown task(s) {unknown}; known: {[t.value for t in Task]}")
+    if any(w < 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError("task_weights must be >= 0 and not all 0")
+
+
+class Phase(_Cfg):
+    """One row mix of a phased SFT stage: `rows` rows drawn with `task_weights` (unnamed tasks weigh 1)."""
+
+    rows: int = Field(ge=1)
+    task_weights: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self):
+        check_task_weights(self.task_weights)
+        return self
+
+
 class StageCfg(_Cfg):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     method: Literal["cpt", "sft", "grpo", "dpo"]
@@ -84,6 +108,9 @@ class StageCfg(_Cfg):
     max_train_rows: int | None = Field(default=None, description="cap rows (quick runs); None = all")
     task_weights: dict[str, float] | None = Field(default=None, description=(
         "share of the rows per task (the `task` column), e.g. {full_chain: 3, advice: 0.5}; unnamed tasks weigh 1"))
+    phases: list[Phase] | None = Field(default=None, min_length=1, description=(
+        "SFT: row mixes trained one after the other under one LR schedule (e.g. the short findings-reading tasks "
+        "first); replaces max_train_rows and task_weights"))
     # GRPO
     num_generations: int = 4
     max_completion_length: int = 256
@@ -103,14 +130,15 @@ class StageCfg(_Cfg):
         if self.method == "grpo" and self.batch_size % self.num_generations:
             raise ValueError(f"grpo batch_size {self.batch_size} must be a multiple of num_generations "
                              f"{self.num_generations}")
-        if self.task_weights:
-            from shicheng.domain import Task
-
-            unknown = sorted(set(self.task_weights) - {t.value for t in Task})
-            if unknown:
-                raise ValueError(f"task_weights names unknown task(s) {unknown}; known: {[t.value for t in Task]}")
-            if any(w < 0 for w in self.task_weights.values()) or not any(self.task_weights.values()):
-                raise ValueError("task_weights must be >= 0 and not all 0")
+        check_task_weights(self.task_weights)
+        if self.phases:
+            clash = [f for f in ("max_train_rows", "task_weights") if getattr(self, f) is not None]
+            if self.method != "sft":
+                raise ValueError(f"phases are for sft stages (this one is {self.method})")
+            if clash:
+                raise ValueError(f"phases replace {' and '.join(clash)}: give each phase its rows and task_weights")
+            if self.packing:
+                raise ValueError("phases need packing: false (packing would mix the phases' rows)")
         return self
 
 

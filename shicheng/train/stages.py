@@ -46,6 +46,14 @@ def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
     data = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if split == "train":
         data = data.shuffle(seed=cfg.seed)
+    if stage.phases:
+        if "task" not in data.column_names:
+            raise ValueError(f"stage {stage.name}: phases draw rows by task, but {stage.datasets} has no `task` column")
+        if split == "train":
+            return data.select(phased_rows(data, stage, cfg.seed))
+        # held out: the last (final) mix, an eighth of the stage's rows as for a capped stage
+        cap = max(16, sum(p.rows for p in stage.phases) // 8)
+        return data.select(weighted_rows(data["task"], stage.phases[-1].task_weights or {}, cap))
     cap = stage.max_train_rows if split == "train" else max(16, (stage.max_train_rows or 10**9) // 8)
     if stage.task_weights and "task" in data.column_names:
         return data.select(weighted_rows(data["task"], stage.task_weights, cap))
@@ -73,6 +81,55 @@ def weighted_rows(tasks: list[str], weights: dict[str, float], cap: int | None) 
         n = round(budget * weights.get(task, 1.0) / total_weight)
         chosen += [idx[k % len(idx)] for k in range(n)]
     return sorted(chosen)
+
+
+# HF's LengthGroupedSampler sorts chunks of 50 batches by length; phased stages order their rows the same way.
+MEGABATCH_BATCHES = 50
+
+
+def phased_rows(data: Dataset, stage: StageCfg, seed: int) -> list[int]:
+    """Row indices in training order: each phase's weighted rows, shuffled, phase after phase.
+
+    The trainer keeps this order (`keep_order`), so a tiny model can first learn to read the findings on short
+    answers (the demo: syndrome rows alone) before the long ones share its steps. With `group_by_length`, rows
+    are sorted by length inside chunks of 50 batches, as transformers' LengthGroupedSampler does, but never
+    across a phase boundary.
+    """
+    lengths = None
+    if stage.group_by_length and "messages" in data.column_names:
+        lengths = [sum(len(m["content"]) for m in msgs) for msgs in data["messages"]]
+    rng = random.Random(seed)
+    order: list[int] = []
+    for phase in stage.phases:
+        rows = weighted_rows(data["task"], phase.task_weights or {}, phase.rows)
+        rng.shuffle(rows)
+        if lengths is not None:
+            size = stage.batch_size * stage.grad_accum * MEGABATCH_BATCHES
+            rows = [i for k in range(0, len(rows), size)
+                    for i in sorted(rows[k:k + size], key=lambda i: -lengths[i])]
+        order += rows
+    return order
+
+
+def phase_schedule(optimizer, phase_rows: list[int], rows_per_step: float, warmup_ratio: float):
+    """Cosine with warm-up restarted at each phase: the long answers of a later phase are learnt at the full
+    learning rate, not on the tail of one schedule (in the demo, one schedule over both phases left 23 % of the
+    full chains complete, a restart 39 %, same rows). Phase lengths are in rows, so a phase boundary may
+    fall inside a step."""
+    bounds, start = [], 0.0
+    for rows in phase_rows:
+        bounds.append((start, rows / rows_per_step))
+        start += rows / rows_per_step
+
+    def factor(step: int) -> float:
+        begin, length = next(((b, n) for b, n in bounds if step < b + n), bounds[-1])
+        local = step - begin
+        warm = max(1.0, warmup_ratio * length)
+        if local < warm:
+            return (local + 1) / warm
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, (local - warm) / max(1.0, length - warm)))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def transformers_major(version: str | None = None) -> int:
@@ -105,7 +162,8 @@ def sampler_args(group_by_length: bool, transformers_version: str | None = None)
 
 
 def _common_args(cfg: TrainConfig, stage: StageCfg, out: Path, has_eval: bool) -> dict:
-    return dict(**sampler_args(stage.group_by_length),
+    # a phased stage groups by length itself (phased_rows) and keeps that order
+    return dict(**sampler_args(stage.group_by_length and not stage.phases),
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=stage.batch_size,
         per_device_eval_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
         learning_rate=stage.learning_rate, num_train_epochs=stage.epochs, max_steps=stage.max_steps,
@@ -170,6 +228,23 @@ def _answer_loss_trainer():
     from trl import SFTTrainer
 
     class AnswerLossSFTTrainer(SFTTrainer):
+        keep_order = False  # a phased stage: train the rows in the order load_split gave them
+        phase_rows: list[int] | None = None  # ... and give each phase its own warm-up and cosine decay
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.phase_rows and self.lr_scheduler is None:
+                self.lr_scheduler = phase_schedule(optimizer or self.optimizer, self.phase_rows,
+                                                   rows_per_step=len(self.train_dataset) / num_training_steps,
+                                                   warmup_ratio=self.warmup_ratio)
+            return super().create_scheduler(num_training_steps, optimizer)
+
+
+        def _get_train_sampler(self, *args, **kwargs):
+            if self.keep_order:
+                dataset = args[0] if args else kwargs.get("train_dataset") or self.train_dataset
+                return torch.utils.data.SequentialSampler(dataset)
+            return super()._get_train_sampler(*args, **kwargs)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             decoder = getattr(model, "model", None)
             if (return_outputs or self.accelerator.num_processes > 1 or decoder is None
@@ -211,6 +286,9 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
                      packing=stage.packing, assistant_only_loss=True, eos_token=IM_END)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
                          peft_config=_peft_config(stage), callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    if stage.phases:
+        trainer.keep_order, trainer.warmup_ratio = True, stage.warmup_ratio
+        trainer.phase_rows = [p.rows for p in stage.phases]
     return _run(trainer, resume)
 
 

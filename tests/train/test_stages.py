@@ -4,14 +4,22 @@ length-grouped batches, each checked against what it replaces."""
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 import torch
 from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from shicheng.train.config import StageCfg
-from shicheng.train.stages import sampler_args, sft_trainer_class, weighted_rows
+from shicheng.train.config import Phase, StageCfg, TrainConfig
+from shicheng.train.stages import (
+    load_split,
+    phase_schedule,
+    phased_rows,
+    sampler_args,
+    sft_trainer_class,
+    weighted_rows,
+)
 from shicheng.train.tokenizer import train_demo_tokenizer
 
 TEXT = "患者胃脘冷痛舌淡胖苔白滑脉沉细辨证脾肾阳虚治法温补处方附子干姜党参白术炙甘草茯苓"
@@ -82,3 +90,79 @@ def test_length_grouping_is_spelt_for_each_transformers_major():
     assert sampler_args(False) == {}
     assert sampler_args(True, "5.3.0") == {"train_sampling_strategy": "group_by_length"}
     assert sampler_args(True, "4.57.1") == {"group_by_length": True}
+
+
+def _task_rows(n_per_task: dict[str, int]) -> list[dict]:
+    rows = []
+    for task, n in n_per_task.items():
+        for i in range(n):
+            answer = TEXT[: 3 + (7 * i) % 40]
+            rows.append({"task": task, "messages": [{"role": "user", "content": f"{task}{i}"},
+                                                    {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def _phased_stage(**kw) -> StageCfg:
+    phases = [Phase(rows=40, task_weights={"syndrome": 1, "full_chain": 0}),
+              Phase(rows=60, task_weights={"syndrome": 1, "full_chain": 2})]
+    return StageCfg(name="master-sft", method="sft", datasets=["stage4_master_sft"], batch_size=4, phases=phases,
+                    **kw)
+
+
+def test_phased_rows_train_each_mix_in_turn_and_group_lengths_within_a_phase():
+    data = Dataset.from_list(_task_rows({"syndrome": 30, "full_chain": 30}))
+    order = phased_rows(data, _phased_stage(group_by_length=True), seed=0)
+    tasks = [data[i]["task"] for i in order]
+    assert len(order) == 100
+    assert set(tasks[:40]) == {"syndrome"}  # phase 1: syndrome rows alone, some twice
+    assert collections.Counter(tasks[40:]) == {"full_chain": 40, "syndrome": 20}
+    lengths = [sum(len(m["content"]) for m in data[i]["messages"]) for i in order]
+    assert lengths[:40] == sorted(lengths[:40], reverse=True)  # one 200-row chunk per phase here
+    assert lengths[40:] == sorted(lengths[40:], reverse=True)
+    assert phased_rows(data, _phased_stage(group_by_length=True), seed=0) == order  # deterministic in the seed
+    shuffled = phased_rows(data, _phased_stage(), seed=0)
+    assert sorted(shuffled[:40]) != shuffled[:40] or sorted(shuffled[40:]) != shuffled[40:]
+
+
+def test_a_phased_stage_trains_its_rows_in_order(tmp_path):
+    data_dir = tmp_path / "data" / "stage4_master_sft"
+    data_dir.mkdir(parents=True)
+    rows = _task_rows({"syndrome": 30, "full_chain": 30})
+    (data_dir / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                          encoding="utf-8")
+    stage = _phased_stage(group_by_length=True)
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"),
+                      base_model={"tiny": {}}, stages=[stage])
+    train = load_split(cfg, stage, "train")
+    assert [r["task"] for r in train][:40] == ["syndrome"] * 40
+    tokenizer = train_demo_tokenizer([TEXT * 3] * 20, vocab_size=400)
+    trainer = _trainer(sft_trainer_class(), tmp_path / "t", tokenizer, list(train.select_columns(["messages"])))
+    trainer.keep_order = True
+    seen = [ids for batch in trainer.get_train_dataloader() for ids in batch["input_ids"].tolist()]
+    expected = [trainer.train_dataset[i]["input_ids"] for i in range(len(trainer.train_dataset))]
+    assert [[t for t in ids if t != tokenizer.pad_token_id] for ids in seen] == expected
+
+
+def test_phases_are_validated():
+    with pytest.raises(ValueError, match="phases replace max_train_rows"):
+        _phased_stage(max_train_rows=100)
+    with pytest.raises(ValueError, match="packing: false"):
+        _phased_stage(packing=True)
+    with pytest.raises(ValueError, match="for sft stages"):
+        StageCfg(name="s", method="cpt", datasets=["d"], phases=[Phase(rows=4)])
+    with pytest.raises(ValueError, match="unknown task"):
+        Phase(rows=4, task_weights={"syndromes": 1})
+
+
+def test_each_phase_warms_up_and_decays_on_its_own():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = phase_schedule(opt, [400, 800], rows_per_step=8, warmup_ratio=0.1)  # 50 then 100 steps
+    lrs = []
+    for _ in range(150):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 0.5 and max(lrs[:50]) == pytest.approx(1.0, abs=0.05)
+    assert lrs[49] < 0.05  # the first phase ends decayed ...
+    assert lrs[50] < 0.2 and max(lrs[50:]) == pytest.approx(1.0, abs=0.05)  # ... the second warms up again
+    assert lrs[149] < 0.05
