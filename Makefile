@@ -64,7 +64,7 @@ demo: $(STAMP)
 
 # Evaluation of the demo: stages 2 and 5, the retrieval floor and the gold ceiling on the test split, and stages
 # 2 and 5 asked for each case's prescription as every master (style switching). No judge offline. Stage 4 is
-# left out to keep `make demo` within 15 minutes (its four GRPO steps change little); add it with
+# left out to keep `make demo` short (its four GRPO steps change little); add it with
 # `$(PREDICT) --model $(DEMO)/model/stage-4-master-sft --system stage-4 $(MODEL_TASKS) --out …`.
 eval: $(STAMP)
 	@mkdir -p $(EVAL)

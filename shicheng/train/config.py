@@ -109,8 +109,8 @@ class StageCfg(_Cfg):
     task_weights: dict[str, float] | None = Field(default=None, description=(
         "share of the rows per task (the `task` column), e.g. {full_chain: 3, advice: 0.5}; unnamed tasks weigh 1"))
     phases: list[Phase] | None = Field(default=None, min_length=1, description=(
-        "SFT: row mixes trained one after the other under one LR schedule (e.g. the short findings-reading tasks "
-        "first); replaces max_train_rows and task_weights"))
+        "SFT: row mixes trained one after the other, each with its own warm-up and cosine decay (e.g. the short "
+        "findings-reading tasks first); replaces max_train_rows and task_weights"))
     # GRPO
     num_generations: int = 4
     max_completion_length: int = 256
@@ -139,6 +139,9 @@ class StageCfg(_Cfg):
                 raise ValueError(f"phases replace {' and '.join(clash)}: give each phase its rows and task_weights")
             if self.packing:
                 raise ValueError("phases need packing: false (packing would mix the phases' rows)")
+            if self.epochs != 1 or self.max_steps != -1:
+                raise ValueError("phases need epochs: 1 and no max_steps: a phase's rows say how long it trains "
+                                 "(repeat rows by giving the phase more rows than its tasks have)")
         return self
 
 

@@ -238,7 +238,6 @@ def _answer_loss_trainer():
                                                    warmup_ratio=self.warmup_ratio)
             return super().create_scheduler(num_training_steps, optimizer)
 
-
         def _get_train_sampler(self, *args, **kwargs):
             if self.keep_order:
                 dataset = args[0] if args else kwargs.get("train_dataset") or self.train_dataset

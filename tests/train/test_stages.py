@@ -148,6 +148,8 @@ def test_phases_are_validated():
         _phased_stage(max_train_rows=100)
     with pytest.raises(ValueError, match="packing: false"):
         _phased_stage(packing=True)
+    with pytest.raises(ValueError, match="epochs: 1"):
+        _phased_stage(epochs=2)
     with pytest.raises(ValueError, match="for sft stages"):
         StageCfg(name="s", method="cpt", datasets=["d"], phases=[Phase(rows=4)])
     with pytest.raises(ValueError, match="unknown task"):
