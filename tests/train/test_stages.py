@@ -124,23 +124,32 @@ def test_phased_rows_train_each_mix_in_turn_and_group_lengths_within_a_phase():
     assert sorted(shuffled[:40]) != shuffled[:40] or sorted(shuffled[40:]) != shuffled[40:]
 
 
-def test_a_phased_stage_trains_its_rows_in_order(tmp_path):
+def test_a_phased_stage_trains_its_rows_in_order_restarting_the_learning_rate(tmp_path):
+    from shicheng.train.stages import train_sft
+
     data_dir = tmp_path / "data" / "stage4_master_sft"
     data_dir.mkdir(parents=True)
     rows = _task_rows({"syndrome": 30, "full_chain": 30})
     (data_dir / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                           encoding="utf-8")
-    stage = _phased_stage(group_by_length=True)
+    stage = _phased_stage(group_by_length=True, learning_rate=1e-3, logging_steps=1, save_steps=1000)
     cfg = TrainConfig(run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"),
                       base_model={"tiny": {}}, stages=[stage])
     train = load_split(cfg, stage, "train")
     assert [r["task"] for r in train][:40] == ["syndrome"] * 40
     tokenizer = train_demo_tokenizer([TEXT * 3] * 20, vocab_size=400)
-    trainer = _trainer(sft_trainer_class(), tmp_path / "t", tokenizer, list(train.select_columns(["messages"])))
-    trainer.keep_order = True
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    out = tmp_path / "stage"
+    out.mkdir()
+    trainer, metrics = train_sft(cfg, stage, model, tokenizer, out, resume=False)
+    assert metrics["steps"] == 25  # 40 + 60 rows, 4 a batch
     seen = [ids for batch in trainer.get_train_dataloader() for ids in batch["input_ids"].tolist()]
     expected = [trainer.train_dataset[i]["input_ids"] for i in range(len(trainer.train_dataset))]
-    assert [[t for t in ids if t != tokenizer.pad_token_id] for ids in seen] == expected
+    assert [[t for t in ids if t != tokenizer.pad_token_id] for ids in seen] == expected  # load_split's order
+    lrs = [r["learning_rate"] for r in map(json.loads, (out / "metrics.jsonl").open()) if "learning_rate" in r]
+    assert min(lrs[7:11]) < 2e-4 and max(lrs[11:15]) > 8e-4  # decayed at the end of phase 1, then up again
 
 
 def test_phases_are_validated():
