@@ -50,8 +50,7 @@ def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
         if "task" not in data.column_names:
             raise ValueError(f"stage {stage.name}: phases draw rows by task, but {stage.datasets} has no `task` column")
         if split == "train":
-            order, phase_of = phased_rows(data, stage, cfg.seed)
-            return data.select(order).add_column("phase", phase_of)
+            return data.select(phased_rows(data, stage, cfg.seed))
         # held out: the last (final) mix, an eighth of the stage's rows as for a capped stage
         cap = max(16, sum(p.rows for p in stage.phases) // 8)
         return data.select(weighted_rows(data["task"], stage.phases[-1].task_weights or {}, cap))
@@ -88,37 +87,28 @@ def weighted_rows(tasks: list[str], weights: dict[str, float], cap: int | None) 
 MEGABATCH_BATCHES = 50
 
 
-def phased_rows(data: Dataset, stage: StageCfg, seed: int) -> tuple[list[int], list[int]]:
-    """Row indices in training order, each phase's weighted rows shuffled, phase after phase; and the phase of each.
+def phased_rows(data: Dataset, stage: StageCfg, seed: int) -> list[int]:
+    """Row indices in training order: each phase's weighted rows, shuffled, phase after phase.
 
     The trainer keeps this order (`keep_order`), so a tiny model can first learn to read the findings on short
-    answers (the demo: syndrome rows alone) before the long ones share its steps.
+    answers (the demo: syndrome rows alone) before the long ones share its steps. With `group_by_length`, rows
+    are sorted by length inside chunks of 50 batches, as transformers' LengthGroupedSampler does, but never
+    across a phase boundary.
     """
+    lengths = None
+    if stage.group_by_length and "messages" in data.column_names:
+        lengths = [sum(len(m["content"]) for m in msgs) for msgs in data["messages"]]
     rng = random.Random(seed)
     order: list[int] = []
-    phase_of: list[int] = []
-    for k, phase in enumerate(stage.phases):
+    for phase in stage.phases:
         rows = weighted_rows(data["task"], phase.task_weights or {}, phase.rows)
         rng.shuffle(rows)
+        if lengths is not None:
+            size = stage.batch_size * stage.grad_accum * MEGABATCH_BATCHES
+            rows = [i for k in range(0, len(rows), size)
+                    for i in sorted(rows[k:k + size], key=lambda i: -lengths[i])]
         order += rows
-        phase_of += [k] * len(rows)
-    return order, phase_of
-
-
-def length_grouped(lengths: list[int], phase_of: list[int], chunk: int) -> list[int]:
-    """Positions reordered so that each chunk of `chunk` rows runs longest first, as transformers'
-    LengthGroupedSampler does, but with no chunk across a phase boundary. `lengths` are token counts: the
-    tokenised rows exist only inside the trainer, which is why this runs there and not in `phased_rows`."""
-    out: list[int] = []
-    start = 0
-    while start < len(lengths):
-        end = start
-        while end < len(lengths) and phase_of[end] == phase_of[start]:
-            end += 1
-        for k in range(start, end, chunk):
-            out += sorted(range(k, min(k + chunk, end)), key=lambda i: -lengths[i])
-        start = end
-    return out
+    return order
 
 
 def phase_schedule(optimizer, phase_rows: list[int], rows_per_step: float, warmup_ratio: float):
@@ -289,7 +279,6 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
 
     SFTTrainer = sft_trainer_class()
     train, evald = load_split(cfg, stage, "train"), load_split(cfg, stage, "validation")
-    phase_of = train["phase"] if stage.phases else None
     train = train.select_columns(["messages"])
     evald = evald.select_columns(["messages"]) if evald is not None else None
     args = SFTConfig(**_common_args(cfg, stage, out, evald is not None), max_length=stage.max_length,
@@ -299,10 +288,6 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
     if stage.phases:
         trainer.keep_order, trainer.warmup_ratio = True, stage.warmup_ratio
         trainer.phase_rows = [p.rows for p in stage.phases]
-        if stage.group_by_length:
-            lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-            chunk = stage.batch_size * stage.grad_accum * MEGABATCH_BATCHES
-            trainer.train_dataset = trainer.train_dataset.select(length_grouped(lengths, phase_of, chunk))
     return _run(trainer, resume)
 
 

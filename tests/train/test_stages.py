@@ -13,7 +13,6 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from shicheng.train.config import Phase, StageCfg, TrainConfig
 from shicheng.train.stages import (
-    length_grouped,
     load_split,
     phase_schedule,
     phased_rows,
@@ -110,23 +109,19 @@ def _phased_stage(**kw) -> StageCfg:
                     **kw)
 
 
-def test_phased_rows_train_each_mix_in_turn():
+def test_phased_rows_train_each_mix_in_turn_and_group_lengths_within_a_phase():
     data = Dataset.from_list(_task_rows({"syndrome": 30, "full_chain": 30}))
-    order, phase_of = phased_rows(data, _phased_stage(), seed=0)
+    order = phased_rows(data, _phased_stage(group_by_length=True), seed=0)
     tasks = [data[i]["task"] for i in order]
-    assert len(order) == 100 and phase_of == [0] * 40 + [1] * 60
+    assert len(order) == 100
     assert set(tasks[:40]) == {"syndrome"}  # phase 1: syndrome rows alone, some twice
     assert collections.Counter(tasks[40:]) == {"full_chain": 40, "syndrome": 20}
-    assert phased_rows(data, _phased_stage(), seed=0) == (order, phase_of)  # deterministic in the seed
-    assert sorted(order[:40]) != order[:40]  # shuffled within the phase
-
-
-def test_length_grouping_sorts_chunks_but_never_across_a_phase():
-    lengths = [1, 5, 3, 9, 2, 8, 7]
-    phase_of = [0, 0, 0, 1, 1, 1, 1]
-    order = length_grouped(lengths, phase_of, chunk=2)
-    assert order == [1, 0, 2, 3, 4, 5, 6]  # phase 0: [1,5]->5,1 then [3]; phase 1: [9,2] then [8,7]
-    assert sorted(order) == list(range(7))
+    lengths = [sum(len(m["content"]) for m in data[i]["messages"]) for i in order]
+    assert lengths[:40] == sorted(lengths[:40], reverse=True)  # one 200-row chunk per phase here
+    assert lengths[40:] == sorted(lengths[40:], reverse=True)
+    assert phased_rows(data, _phased_stage(group_by_length=True), seed=0) == order  # deterministic in the seed
+    shuffled = phased_rows(data, _phased_stage(), seed=0)
+    assert sorted(shuffled[:40]) != shuffled[:40] or sorted(shuffled[40:]) != shuffled[40:]
 
 
 def test_a_phased_stage_trains_its_rows_in_order_restarting_the_learning_rate(tmp_path):
@@ -152,12 +147,7 @@ def test_a_phased_stage_trains_its_rows_in_order_restarting_the_learning_rate(tm
     assert metrics["steps"] == 25  # 40 + 60 rows, 4 a batch
     seen = [ids for batch in trainer.get_train_dataloader() for ids in batch["input_ids"].tolist()]
     expected = [trainer.train_dataset[i]["input_ids"] for i in range(len(trainer.train_dataset))]
-    assert [[t for t in ids if t != tokenizer.pad_token_id] for ids in seen] == expected  # kept in order
-    token_lengths = [len(ids) for ids in expected]  # one chunk per phase here: each phase runs longest first
-    assert token_lengths[:40] == sorted(token_lengths[:40], reverse=True)
-    assert token_lengths[40:] == sorted(token_lengths[40:], reverse=True)
-    texts = [tokenizer.decode(ids) for ids in expected]
-    assert not any("full_chain" in x for x in texts[:40]) and sum("full_chain" in x for x in texts[40:]) == 40
+    assert [[t for t in ids if t != tokenizer.pad_token_id] for ids in seen] == expected  # load_split's order
     lrs = [r["learning_rate"] for r in map(json.loads, (out / "metrics.jsonl").open()) if "learning_rate" in r]
     assert min(lrs[7:11]) < 2e-4 and max(lrs[11:15]) > 8e-4  # decayed at the end of phase 1, then up again
 
