@@ -31,6 +31,7 @@ from shicheng.agent.cases import (
 )
 from shicheng.agent.checks import answer_prescription, check_prescription, parse_guarded
 from shicheng.domain import DISCLAIMER, SECTION_BY_KEY, Case, Master, Patient, Prescription, Task
+from shicheng.metrics.reading import required_sections
 from shicheng.prompts import previous_prescription, prompt_messages
 from shicheng.records import PatientFact
 from shicheng.safety import Finding, SafetyReport
@@ -97,8 +98,17 @@ def case_facts(case: Case) -> list[PatientFact]:
     return resolve_patient(case, case_texts(case), [], "case")[1]
 
 
+def guided(backend: Backend, task: Task, guide: bool | None, gen: dict[str, Any]) -> dict[str, Any]:
+    """`gen` with the task's sections to guide (shicheng.guide) when `guide` says so, or, left at None, when
+    the model was trained to be guided (`backend.guides_sections`)."""
+    if guide if guide is not None else backend.guides_sections:
+        return {**gen, "sections": required_sections(task)}
+    return gen
+
+
 def consult(backend: Backend, case: Case, master: Master | None, task: Task = Task.full_chain,
-            visit_index: int = -1, facts: list[PatientFact] | None = None, **gen: Any) -> Consultation:
+            visit_index: int = -1, facts: list[PatientFact] | None = None, guide: bool | None = None,
+            **gen: Any) -> Consultation:
     """Ask `backend` for `task` on one visit of `case` in `master`'s voice; parse and safety-check the answer.
 
     `facts` are the patient facts the case was built with (read_text_case, read_case_file); without them
@@ -107,12 +117,13 @@ def consult(backend: Backend, case: Case, master: Master | None, task: Task = Ta
     case, facts = _with_facts(case, facts)
     messages = consult_messages(case, master, task, idx)
     check_prompt_fits(backend, messages, gen.get("max_new_tokens"))
-    result = backend.generate(messages, **gen)
+    result = backend.generate(messages, **guided(backend, task, guide, gen))
     return read_consultation(result, case, master, task, idx, facts)
 
 
 def consult_stream(backend: Backend, case: Case, master: Master | None, task: Task = Task.full_chain,
-                   visit_index: int = -1, facts: list[PatientFact] | None = None, **gen: Any) -> Iterator[dict]:
+                   visit_index: int = -1, facts: list[PatientFact] | None = None, guide: bool | None = None,
+                   **gen: Any) -> Iterator[dict]:
     """Like consult, streaming: {"type": "delta", "text"} events, then {"type": "result", "consultation"}.
 
     The case, master, visit and prompt length are checked before the first event, so a bad request fails
@@ -123,7 +134,7 @@ def consult_stream(backend: Backend, case: Case, master: Master | None, task: Ta
     check_prompt_fits(backend, messages, gen.get("max_new_tokens"))
 
     def events() -> Iterator[dict]:
-        stream = backend.stream(messages, **gen)
+        stream = backend.stream(messages, **guided(backend, task, guide, gen))
         try:
             for piece in stream:
                 yield {"type": "delta", "text": piece}
@@ -178,5 +189,5 @@ def _previous_prescription(case: Case, visit_index: int) -> Prescription | None:
 
 
 __all__ = ["VISIT_TEXT_FIELDS", "ConsultError", "Consultation", "case_facts", "case_from_text", "consult",
-           "consult_messages", "consult_stream", "load_case", "read_case_file", "read_consultation",
+           "consult_messages", "consult_stream", "guided", "load_case", "read_case_file", "read_consultation",
            "read_text_case", "resolve_master", "visit_position", "with_previous_prescription"]

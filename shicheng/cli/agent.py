@@ -107,6 +107,8 @@ def consult_cmd(
     masters_file: Path = typer.Option(None, "--masters", dir_okay=False,
                                       help="masters.json to use (default: the model directory's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+    guide: bool = typer.Option(None, "--guide/--no-guide", help="Section-guided decoding: the answer writes the "
+                               "task's sections in order (default: what the model was trained with)."),
 ) -> None:
     """Answer a case in a master's voice; the prescription is safety-checked and findings shown."""
     from shicheng.agent import ConsultError, consult, is_url, make_backend, resolve_master
@@ -126,7 +128,8 @@ def consult_cmd(
             pregnant=pregnant, previous_prescription=previous_prescription)
         engine = make_backend(model=model, backend=backend, model_name=model_name, device=device)
         result = consult(backend=engine, case=the_case, master=chosen_master, task=chosen_task,
-                         visit_index=visit_index, facts=facts, max_new_tokens=max_new_tokens, temperature=temperature)
+                         visit_index=visit_index, facts=facts, guide=guide, max_new_tokens=max_new_tokens,
+                         temperature=temperature)
     if as_json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
     else:

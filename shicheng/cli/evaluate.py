@@ -90,6 +90,8 @@ def predict_cmd(
     temperature: float = typer.Option(None, "--temperature", min=0.0),
     top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 … (model directories)."),
+    guide: bool = typer.Option(None, "--guide/--no-guide", help="Section-guided decoding: each answer writes its "
+                               "task's sections in order (default: what the model was trained with)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Env variable with the endpoint's key."),
     timeout_s: float = typer.Option(300.0, "--timeout", help="Seconds per endpoint request."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Keep the answers already in OUT."),
@@ -105,7 +107,8 @@ def predict_cmd(
                          batch_size=batch_size, concurrency=concurrency, max_new_tokens=max_new_tokens,
                          temperature=temperature, top_p=top_p, resume=resume, progress=progress, split=split,
                          train_cases=train_cases, masters_file=masters_file, limit=limit, per_master=per_master,
-                         device=device, api_key_env=api_key_env, timeout_s=timeout_s, console=err)
+                         device=device, guide=guide, api_key_env=api_key_env, timeout_s=timeout_s,
+                         console=err)
     console.print(f"{report.system}: {report.total} answers in {report.out} ({report.generated} new, "
                   f"{report.resumed} kept, {report.failed} failed) in {report.seconds:.1f} s", soft_wrap=True,
                   markup=False)

@@ -265,6 +265,8 @@ def generation_defaults(model_dir: Path) -> dict:
         out["repetition_penalty"] = float(gen["repetition_penalty"])
     if isinstance(gen.get("no_repeat_ngram_size"), int) and gen["no_repeat_ngram_size"] > 0:
         out["no_repeat_ngram_size"] = gen["no_repeat_ngram_size"]
+    if gen.get("guide_sections") is True:
+        out["guide_sections"] = True
     return out
 
 

@@ -55,6 +55,7 @@ from rich.progress import (
 from shicheng.agent.backends import Backend, GenerationResult, is_gguf, is_url, load_masters, make_backend
 from shicheng.domain import MASTER_SUFFIXES, Case, JsonlError, Master, Task, load_master_files, read_jsonl
 from shicheng.evaluate.baseline import RetrievalBaseline, gold_text
+from shicheng.metrics.reading import required_sections
 from shicheng.prompts import prompt_messages
 
 GOLD, RETRIEVAL = "gold", "retrieval"
@@ -284,9 +285,17 @@ def system_name(model: str, model_name: str | None, system: str | None) -> str:
     return Path(model).resolve().name
 
 
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _chunks(items: Sequence[Query], size: int, by_task: bool = False) -> Iterable[Sequence[Query]]:
+    """Batches of `size` in order; `by_task` starts a new batch where the task changes (a guided decoding
+    follows one task's sections per batch)."""
+    batch: list[Query] = []
+    for q in items:
+        if batch and (len(batch) == size or (by_task and q.task is not batch[-1].task)):
+            yield batch
+            batch = []
+        batch.append(q)
+    if batch:
+        yield batch
 
 
 def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None, tasks=None,
@@ -295,7 +304,7 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
             temperature: float | None = None, top_p: float | None = None, resume: bool = True,
             progress: bool = True, split: str = "test", train_cases: Path | None = None,
             masters_file: Path | None = None, limit: int | None = None, per_master: int | None = None,
-            device: str = "auto",
+            device: str = "auto", guide: bool | None = None,
             api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 300.0, backend: Backend | None = None,
             console: Console | None = None) -> PredictReport:
     """Answer `cases` (a JSONL of Case, or a `shicheng curate` folder with `split`) with `model` and append
@@ -335,10 +344,13 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
     if owned:
         backend = make_backend(model, model_name=model_name, device=device, api_key_env=api_key_env,
                                timeout_s=timeout_s, concurrency=concurrency)
+    guided = not copied and backend is not None and (backend.guides_sections if guide is None else guide)
     options = backend.options(**gen).to_dict() if backend is not None and not copied else None
+    if options is not None:
+        options["sections"] = "guided" if guided else None  # each task's own sections (shicheng.guide)
     if not copied and not endpoint:
-        # Similar lengths in one batch waste less on left padding.
-        todo.sort(key=lambda q: len(q.messages()[-1]["content"]))
+        # Similar lengths in one batch waste less on left padding; a guided run batches one task at a time.
+        todo.sort(key=lambda q: ((q.task.value if guided else ""), len(q.messages()[-1]["content"])))
     size = max(batch_size, concurrency) if endpoint else batch_size
     workers = concurrency if endpoint else 1  # a local model generates one batch at a time anyway
     stats = {"generated": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -349,11 +361,12 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
         with out.open("a" if resume else "w", encoding="utf-8") as fh, \
                 Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("predict", total=len(queries), completed=resumed)
-            for chunk in _chunks(todo, size):
+            for chunk in _chunks(todo, size, by_task=guided):
                 if copied:
                     rows = copied_rows(chunk, name, baseline)
                 else:
-                    rows = generate_rows(backend, chunk, name, gen, workers)
+                    task_gen = {**gen, "sections": required_sections(chunk[0].task)} if guided else gen
+                    rows = generate_rows(backend, chunk, name, task_gen, workers)
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                     stats["generated"] += 1

@@ -150,6 +150,8 @@ class GenerationDefaults(_Cfg):
 
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(default=0, ge=0)
+    # Section-guided decoding by default (shicheng.guide) wherever the task is known: predict, consult, serve.
+    guide_sections: bool = False
 
 
 class TrainConfig(_Cfg):

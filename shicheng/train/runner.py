@@ -160,6 +160,8 @@ def set_generation_defaults(cfg: TrainConfig, model) -> None:
     if gen is not None:
         gen.repetition_penalty = cfg.generation.repetition_penalty
         gen.no_repeat_ngram_size = cfg.generation.no_repeat_ngram_size
+        # not a transformers setting: GenerationConfig keeps it as an extra attribute in generation_config.json
+        gen.guide_sections = cfg.generation.guide_sections
 
 
 def copy_masters(cfg: TrainConfig, out: Path) -> None:

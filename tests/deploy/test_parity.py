@@ -149,3 +149,19 @@ def test_chat_prompts_are_the_same_ids(hf, f16):
         text = hf.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         assert f16.prompt_ids(messages) == hf.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert "generation" in CHAT_TEMPLATE  # the markers the GGUF's template leaves out render nothing
+
+
+def test_guided_decoding_keeps_a_templated_answer_and_guides_alike(hf, f16):
+    """The guide masks the same way on both backends: an answer that already follows the template comes back
+    unchanged, and a prompt the model never saw gets every section from either."""
+    from shicheng.domain import REQUIRED_OUTPUT_KEYS
+    from shicheng.metrics.reading import completeness, read_answer
+
+    guided = {"sections": REQUIRED_OUTPUT_KEYS, **OFF}
+    taught = training_conversations()[0][:-1]
+    assert f16.generate(taught, max_new_tokens=300, **guided).text == PLANTED_ANSWER
+    assert hf.generate(taught, max_new_tokens=300, **guided).text == PLANTED_ANSWER
+    unseen = prompts()[-1]
+    for backend in (hf, f16):
+        text = backend.generate(unseen, max_new_tokens=200, **guided).text
+        assert completeness(read_answer(text).answer, None)[0] == 1.0, text

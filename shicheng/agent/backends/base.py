@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
+from shicheng.guide import heading_lines
+
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
 
@@ -60,6 +62,9 @@ class GenerationOptions:
     min_new_tokens: int = 0
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
+    # Section-guided decoding (shicheng.guide): the output sections the answer must write, in this order; None
+    # or () decodes freely.
+    sections: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +81,11 @@ class GenerationOptions:
             problems.append(f"repetition_penalty must be positive, got {self.repetition_penalty}")
         if self.no_repeat_ngram_size is not None and self.no_repeat_ngram_size < 0:
             problems.append(f"no_repeat_ngram_size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
+        if self.sections:
+            try:
+                heading_lines(self.sections)
+            except ValueError as e:
+                problems.append(str(e))
         if problems:
             raise ValueError("generation options: " + "; ".join(problems))
 
@@ -96,6 +106,7 @@ class GenerationKwargs(TypedDict, total=False):
     min_new_tokens: int
     repetition_penalty: float | None
     no_repeat_ngram_size: int | None
+    sections: tuple[str, ...] | None
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerationOptions))
@@ -135,6 +146,9 @@ class Backend(ABC):
     name: str
     context_length: int | None = None  # tokens the model reads at most (prompt + answer); None: unknown
     defaults: GenerationOptions = GenerationOptions()
+    # Whether callers that know the task (predict, consult, the server) guide its sections by default: a model
+    # trained with `generation: {guide_sections: true}` says so in its generation_config.json.
+    guides_sections: bool = False
 
     _closed: bool = False  # set by close(); every generation method asks for `options` first
 

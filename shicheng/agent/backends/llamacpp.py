@@ -18,6 +18,8 @@ tokens (tests/deploy/test_parity.py compares them token for token):
   demo's: repetition_penalty 1.15, no_repeat_ngram_size 8) and for its GGUF the same values, stored as
   `shicheng.generation`. Refusing n-gram blocking would make every default consult of a demo GGUF fail;
   dropping it in silence would make it decode differently from the model directory.
+- `sections` (section-guided decoding, shicheng.guide) masks the logits the same way, after the n-gram block;
+  a GGUF exported from a model trained with `guide_sections` guides by default (`guides_sections`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from shicheng.deploy.metadata import (
     quiet_llama_logs,
     read_gguf_fields,
 )
+from shicheng.guide import SectionGuide
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -149,6 +152,8 @@ class LlamaCppBackend(Backend):
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
         self._eog: list[int] | None = None
+        self._table: list[bytes] | None = None
+        self.guides_sections = self.model_defaults.get("guide_sections") is True
         self._lock = threading.Lock()
 
     # ---- prompts ----------------------------------------------------------------------------------------
@@ -206,6 +211,8 @@ class LlamaCppBackend(Backend):
             for t in prompt:  # the penalty counts the prompt's tokens, as transformers' does
                 lib.llama_sampler_accept(chain, t)
             blocker = _NgramBlocker(ngram, prompt)
+            guide = SectionGuide(self.token_table, self.eog_ids, o.sections) if o.sections else None
+            written = bytearray()
             # A fresh context for every answer. Reusing the cached prefix (the system prompt every request
             # shares) would decode the rest in other batch sizes, whose rounding can tip a greedy near-tie:
             # the same question could get two different answers.
@@ -218,14 +225,25 @@ class LlamaCppBackend(Backend):
                 banned = blocker.banned()
                 if banned:
                     logits[banned] = -np.inf
+                if guide is not None:  # last, as transformers applies our processor after its own
+                    guide.mask_row(bytes(written), logits, o.max_new_tokens - step)
                 token = int(lib.llama_sampler_sample(chain, llm.ctx, -1))  # reads the logits as changed here
                 yield token
                 if self.is_eog(token) or llm.n_tokens + 1 >= self.context_length:  # prompt + answer fill it
                     return
                 blocker.add(token)
+                if guide is not None:
+                    written += self._piece(token)
                 llm.eval([token])
         finally:
             lib.llama_sampler_free(chain)
+
+    @property
+    def token_table(self) -> list[bytes]:
+        """Each token id's bytes, for section-guided decoding (built on first use)."""
+        if self._table is None:
+            self._table = [self._piece(t) for t in range(self._n_vocab)]
+        return self._table
 
     def generate_ids(self, messages: list[dict], **options: Unpack[GenerationKwargs]) -> list[int]:
         """The new token ids of one answer (its end-of-turn token included): for parity checks and benchmarks."""

@@ -50,6 +50,10 @@ class OpenAIBackend(Backend):
             raise UnsupportedOption(
                 f"an OpenAI-compatible endpoint cannot apply no_repeat_ngram_size={options.no_repeat_ngram_size} "
                 "(neither the OpenAI protocol nor vLLM has n-gram blocking); set it to 0 for every system")
+        if options.sections:
+            raise UnsupportedOption(
+                "an OpenAI-compatible endpoint cannot apply section-guided decoding (shicheng.guide masks the "
+                "model's logits, which an endpoint does not expose); ask without it (--no-guide)")
         return options
 
     def count_prompt_tokens(self, messages: list[dict]) -> None:

@@ -8,6 +8,8 @@ split a multi-byte character differently from a full decode).
 
 from __future__ import annotations
 
+import functools
+import json
 import queue
 import threading
 import time
@@ -23,6 +25,7 @@ from shicheng.agent.backends.base import (
     GenerationResult,
     TextStream,
 )
+from shicheng.guide import SectionGuide, TorchSectionGuide, token_bytes
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -38,6 +41,16 @@ def require_local_packages() -> None:
         import transformers  # noqa: F401
     except ImportError as e:
         raise BackendUnavailable(LOCAL_EXTRA) from e
+
+
+def saved_guide_sections(model_dir: Path) -> bool:
+    """Whether `shicheng train` saved `guide_sections: true` in the model's generation_config.json (read from the
+    file: transformers does not carry unknown keys onto the loaded model's generation_config)."""
+    path = model_dir / "generation_config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("guide_sections") is True
+    except (OSError, ValueError, AttributeError):
+        return False  # no file, or not ours to read: the model decodes freely unless asked
 
 
 def pick_device(device: str):
@@ -120,6 +133,7 @@ class TransformersBackend(Backend):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev)).to(dev)
         self._setup(model, tokenizer, name=path.name, defaults=defaults)
         self.model_dir: Path | None = path
+        self.guides_sections = saved_guide_sections(path)
 
     @classmethod
     def from_model(cls, model, tokenizer, name: str = "model", defaults: GenerationOptions | None = None
@@ -167,6 +181,11 @@ class TransformersBackend(Backend):
         eos = self.tokenizer.eos_token_id if eos is None else eos
         return set(eos if isinstance(eos, list) else [eos])
 
+    @functools.cached_property
+    def token_table(self) -> list[bytes]:
+        """Each token id's bytes, for section-guided decoding (built once: a pass over the vocabulary)."""
+        return token_bytes(self.tokenizer)
+
     def generate_kwargs(self, o: GenerationOptions) -> dict[str, Any]:
         """`model.generate` keywords for these options."""
         eos = self.model.generation_config.eos_token_id
@@ -178,6 +197,9 @@ class TransformersBackend(Backend):
             kw["repetition_penalty"] = o.repetition_penalty
         if o.no_repeat_ngram_size is not None:
             kw["no_repeat_ngram_size"] = o.no_repeat_ngram_size
+        if o.sections:
+            guide = SectionGuide(self.token_table, self.eos_token_ids, o.sections)
+            kw["logits_processor"] = [TorchSectionGuide(guide, o.max_new_tokens)]
         if o.greedy:
             # Unset the sampling knobs a saved generation_config may carry so none is applied.
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
