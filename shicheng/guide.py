@@ -13,9 +13,8 @@ vLLM's guided decoding and of Outlines, narrowed to our answer template (`shiche
   still to come, the current line (and character) is finished and the next heading follows;
 - after `</output>` the answer ends;
 - the words of every section are the model's own: the guide only masks tokens, it never writes text.
-A general grammar engine (xgrammar, which the local judge uses for JSON) would need this template as a
-grammar with free text between fixed headings and cannot see our byte-level token table as we do here; the
-rules above are few, so they are written out.
+A grammar engine (xgrammar, which the local judge uses for JSON) could hold the headings as a grammar, but not
+the budget rule, which depends on the tokens left; the rules are few, so they are written out here.
 
 `SectionGuide` works on bytes, so that one guide serves any byte-level BPE (a Hugging Face tokenizer: `token_bytes`;
 llama.cpp: its own detokenizer). `TorchSectionGuide` is the transformers LogitsProcessor;
@@ -25,6 +24,7 @@ llama.cpp: its own detokenizer). `TorchSectionGuide` is the transformers LogitsP
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +32,8 @@ from shicheng.domain import SECTION_BY_KEY
 
 OUTPUT_OPEN, OUTPUT_CLOSE, THINK_CLOSE = b"<output>", b"</output>", b"</think>"
 _OPENING = b"\n" + OUTPUT_OPEN + b"\n"  # what follows </think>, as render_answer writes it
-_RISKY = (b"#", b"<")  # bytes that can start a heading or a tag
+_RISKY = (b"#", b"<", b"\n")  # bytes a forced text may not run on with
+_NEWLINE_HASH = re.compile(rb"\n[ \t]*#")
 # New tokens kept for each heading still to come (the heading and a short text): enough for `## 辨证` and a
 # syndrome name in the demo's and Qwen2.5's vocabularies.
 RESERVE = 24
@@ -91,12 +92,18 @@ class SectionGuide:
         if not self.lines:
             raise ValueError("guided sections: no section to guide")
         self.end_ids = tuple(sorted(set(end_ids)))
-        self.risky = tuple(i for i, b in enumerate(self.table) if b and any(r in b for r in _RISKY))
-        # Tokens that can make a blank line: always checked, and those starting a line when one has just ended.
-        self.blank_makers = tuple(i for i, b in enumerate(self.table) if b"\n\n" in b and i not in self.risky)
-        self.continuations = tuple(i for i, b in enumerate(self.table) if b and 0x80 <= b[0] < 0xC0)
-        self.newline_first = tuple(i for i, b in enumerate(self.table)
-                                   if b.startswith(b"\n") and i not in self.risky and i not in self.blank_makers)
+        # The only tokens a rule can concern, so that a step checks a few hundred of Qwen2.5's 151,643 and not
+        # all of them (a token may be in several groups):
+        def having(test) -> tuple[int, ...]:
+            return tuple(i for i, b in enumerate(self.table) if b and test(b))
+
+        self.tags = having(lambda b: b"<" in b)
+        self.heading_after_newline = having(lambda b: _NEWLINE_HASH.search(b) is not None)
+        self.heading_first = having(lambda b: b.lstrip(b" \t").startswith(b"#"))
+        self.blank_makers = having(lambda b: b"\n\n" in b)
+        self.newline_first = having(lambda b: b.startswith(b"\n"))
+        self.continuations = having(lambda b: 0x80 <= b[0] < 0xC0)
+        self._close_completers: dict[bytes, tuple[int, ...]] = {}
         ordered = sorted((b, i) for i, b in enumerate(self.table) if b)
         self._sorted = [b for b, _ in ordered]
         self._sorted_ids = [i for _, i in ordered]
@@ -133,8 +140,12 @@ class SectionGuide:
                 return self._finish_char()
             following = self.lines[done] if done < len(self.lines) else OUTPUT_CLOSE
             return self._force(_line_end(body) + following)
-        candidates = self.risky + self.blank_makers + (self.newline_first if not current else ())
+        open_headings = done < len(self.lines)
+        candidates = (() if open_headings else self.tags) + self.heading_after_newline + self.blank_makers \
+            + (self.heading_first if not current.strip() else ()) + (self.newline_first if not current else ())
         blocked = [i for i in candidates if not self._fits_body(current, done, has_text, self.table[i])]
+        if open_headings:  # no tag inside the part before its last section: `</output>` closes it
+            blocked += self.tags
         return Step("block", tuple(blocked) + self.end_ids)  # the part ends with `</output>`, not the text
 
     def _think_step(self, generated: bytes, left: int | None) -> Step:
@@ -151,15 +162,19 @@ class SectionGuide:
                 return self._finish_char()
             return self._force(_line_end(generated) + opening + self.lines[0])
         current = generated.rsplit(b"\n", 1)[-1]
-        tail = generated[-len(OUTPUT_CLOSE):]
-        blocked = [i for i in self.risky if not self._fits_think(current, tail, self.table[i])]
-        return Step("block", self.end_ids + tuple(blocked))
+        candidates = self.heading_after_newline + (self.heading_first if not current.strip() else ())
+        blocked = [i for i in candidates
+                   if any(_is_heading(seg) for seg in (current + self.table[i]).split(b"\n"))]
+        return Step("block", self.end_ids + tuple(blocked) + self._closers(generated))
 
-    @staticmethod
-    def _fits_think(current: bytes, tail: bytes, piece: bytes) -> bool:
-        if OUTPUT_CLOSE in tail + piece:
-            return False
-        return not any(_is_heading(seg) for seg in (current + piece).split(b"\n"))
+    def _closers(self, generated: bytes) -> tuple[int, ...]:
+        """The tokens that would write `</output>` after `generated` (inside the reasoning it has no place)."""
+        begun = next((OUTPUT_CLOSE[:k] for k in range(len(OUTPUT_CLOSE) - 1, 0, -1)
+                      if generated.endswith(OUTPUT_CLOSE[:k])), b"")
+        if begun not in self._close_completers:
+            self._close_completers[begun] = tuple(i for i, b in enumerate(self.table)
+                                                  if b and OUTPUT_CLOSE in begun + b)
+        return self._close_completers[begun]
 
     def _fits_body(self, current: bytes, done: int, has_text: bool, piece: bytes) -> bool:
         """Whether `piece`, written after the current line of the output part, keeps to the rules."""
@@ -209,7 +224,7 @@ class SectionGuide:
             if not b.startswith(pending):
                 break
             rest = b[len(pending):]
-            if rest and not any(r in rest for r in (*_RISKY, b"\n")):
+            if rest and not any(r in rest for r in _RISKY):
                 ids.append(self._sorted_ids[j])
         return Step("only", tuple(sorted(set(ids)))) if ids else FREE
 

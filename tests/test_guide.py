@@ -93,6 +93,9 @@ def test_the_rules_one_by_one():
     assert ids[b"</think>"] not in think.ids and ids[b"<output>"] not in think.ids
     forced = guide.step(b"<think>\nx</think>")
     assert forced.kind == "only" and set(forced.ids) == {ids[b"\n"]}
+    # `</output>` has no place in the reasoning, in one token or in two
+    assert ids[b"</output>"] in think.ids and ids[b"output>"] in guide.step(b"<think>\nx</").ids
+    assert ids[b"output>"] not in think.ids
     # a blank line in the reasoning ends it
     assert set(guide.step(b"<think>\nx\n\n").ids) == {ids[b"</think>"], ids[b"</"], ids[b"<"]}
     # a started heading can only become the expected one
