@@ -40,3 +40,14 @@ def test_vllm_benchmark_says_when_vllm_is_missing():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["benchmark"] == "vllm_throughput"
     assert report["skipped"].startswith("vllm does not import")
+
+
+def test_guide_benchmark_prints_both_ways_side_by_side():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "guide_overhead.py"), "--batch", "2",
+                           "--new-tokens", "16", "--repeats", "1"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mask"][0]["answer_tokens"] > 20 and report["mask"][0]["step_us_mean"] > 0
+    assert {"free", "guided"} <= set(report["generate"])
+    assert all(report["generate"][m]["new_tokens"] > 0 for m in ("free", "guided"))
