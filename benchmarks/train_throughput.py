@@ -1,6 +1,7 @@
 """Training throughput: our SFT stage settings vs plain TRL `SFTTrainer` defaults, in one run; prints JSON.
 
     .venv/bin/python benchmarks/train_throughput.py                       # CPU: tiny Qwen2, seconds
+    .venv/bin/python benchmarks/train_throughput.py --no-lora --compile --steps 40   # + torch.compile (minutes)
     python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 30  # GPU: the real 1.5B shape, random weights
 
 Measured: useful (non-padding, loss-bearing or not) tokens per second, MFU = 6·N·tokens/s ÷ peak FLOP/s
@@ -59,13 +60,18 @@ def _rows(n: int, seed: int) -> list[dict]:
 class _Clock(TrainerCallback):
     def __init__(self):
         self.t0 = None
+        self.started = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.started = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kw):
         if state.global_step == 2 and self.t0 is None:  # skip warm-up steps
             self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
 
-def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_length: int, ours: bool, lora: bool):
+def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_length: int, ours: bool, lora: bool,
+        compile_: bool = False):
     from trl import SFTConfig, SFTTrainer
 
     from shicheng.train.stages import sampler_args, sft_trainer_class
@@ -94,6 +100,8 @@ def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_len
         args.update(packing=True, bf16=True, gradient_checkpointing=True, padding_free=True, assistant_only_loss=True)
     elif ours:
         args.update(packing=False, assistant_only_loss=True, **sampler_args(True))
+    if compile_:
+        args["torch_compile"] = True  # inductor; the first steps compile (warmup_s says how long)
     trainer_class = sft_trainer_class() if ours else SFTTrainer
     peft = None
     if lora:
@@ -117,7 +125,8 @@ def run(name: str, shape: dict, tokenizer, rows, steps: int, batch: int, max_len
     mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"settings": name, "tokens_per_s": round(tok_s, 1), "mfu": round(tok_s * flops_per_token / peak, 4)
             if peak else None, "peak_memory_gib": round(mem, 2), "memory_kind": "cuda_max_allocated" if cuda else
-            "process_peak_rss", "parameters": n_params, "device": device, "steps_timed": steps - 2}
+            "process_peak_rss", "parameters": n_params, "device": device, "steps_timed": steps - 2,
+            "warmup_s": round(clock.t0 - clock.started, 1)}
 
 
 def main() -> None:
@@ -127,6 +136,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--no-lora", action="store_true", help="skip the LoRA peak-memory run")
+    ap.add_argument("--compile", action="store_true", help="also our settings with torch.compile (its warm-up "
+                    "is reported apart: on CPU it decides whether compiling pays for a stage of N steps)")
     a = ap.parse_args()
     shape = SHAPES[a.shape]
     tokenizer = _tokenizer(shape["vocab_size"])
@@ -135,6 +146,9 @@ def main() -> None:
     ours = run("shicheng_stage", shape, tokenizer, rows, a.steps, a.batch_size, a.max_length, True, False)
     out = {"benchmark": "train_throughput", "shape": a.shape, "batch_size": a.batch_size, "max_length": a.max_length,
            "runs": [plain, ours], "speedup_tokens_per_s": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3)}
+    if a.compile:
+        out["runs"].append(run("shicheng_stage_torch_compile", shape, tokenizer, rows, a.steps, a.batch_size,
+                               a.max_length, True, False, compile_=True))
     if not a.no_lora:
         out["runs"].append(run("shicheng_stage_lora_r64", shape, tokenizer, rows, a.steps, a.batch_size,
                                a.max_length, True, True))

@@ -83,17 +83,15 @@ class Step:
 FREE = Step("free")
 
 
-class SectionGuide:
-    """The rules for one vocabulary and one list of expected headings; `step(generated)` says what may follow."""
+class GuideVocab:
+    """What the guide needs to know of one vocabulary, built once per model (a pass over Qwen2.5's 151,643 tokens
+    takes about a second), with the answers to the questions a step asks again and again, cached."""
 
-    def __init__(self, table: Sequence[bytes], end_ids: Iterable[int], sections: Sequence[str]):
+    def __init__(self, table: Sequence[bytes]):
         self.table = list(table)
-        self.lines = heading_lines(sections)
-        if not self.lines:
-            raise ValueError("guided sections: no section to guide")
-        self.end_ids = tuple(sorted(set(end_ids)))
-        # The only tokens a rule can concern, so that a step checks a few hundred of Qwen2.5's 151,643 and not
-        # all of them (a token may be in several groups):
+
+        # The only tokens a rule can concern, so that a step checks a few hundred and not every token (a token
+        # may be in several groups):
         def having(test) -> tuple[int, ...]:
             return tuple(i for i, b in enumerate(self.table) if b and test(b))
 
@@ -103,13 +101,54 @@ class SectionGuide:
         self.blank_makers = having(lambda b: b"\n\n" in b)
         self.newline_first = having(lambda b: b.startswith(b"\n"))
         self.continuations = having(lambda b: 0x80 <= b[0] < 0xC0)
-        self._close_completers: dict[bytes, tuple[int, ...]] = {}
         ordered = sorted((b, i) for i, b in enumerate(self.table) if b)
         self._sorted = [b for b, _ in ordered]
         self._sorted_ids = [i for _, i in ordered]
         self._by_bytes: dict[bytes, list[int]] = {}
         for b, i in ordered:
             self._by_bytes.setdefault(b, []).append(i)
+        # step answers by state: a verdict depends on a few facts of the text, not on the whole text
+        self.cache: dict[tuple, tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def writing(self, pending: bytes) -> tuple[int, ...]:
+        """The tokens that write the start of `pending`, or all of it and then text on the same line without
+        `#` or `<`."""
+        key = ("force", pending)
+        if key not in self.cache:
+            ids = [i for k in range(1, len(pending) + 1) for i in self._by_bytes.get(pending[:k], ())]
+            lo = bisect.bisect_left(self._sorted, pending)
+            for j in range(lo, len(self._sorted)):
+                b = self._sorted[j]
+                if not b.startswith(pending):
+                    break
+                rest = b[len(pending):]
+                if rest and not any(r in rest for r in _RISKY):
+                    ids.append(self._sorted_ids[j])
+            self.cache[key] = tuple(sorted(set(ids)))
+        return self.cache[key]
+
+    def closers(self, begun: bytes) -> tuple[int, ...]:
+        """The tokens that would complete `</output>` after `begun` (a proper prefix of it, or nothing)."""
+        key = ("close", begun)
+        if key not in self.cache:
+            self.cache[key] = tuple(i for i, b in enumerate(self.table) if b and OUTPUT_CLOSE in begun + b)
+        return self.cache[key]
+
+
+class SectionGuide:
+    """The rules for one vocabulary and one list of expected headings; `step(generated)` says what may follow."""
+
+    def __init__(self, vocab: GuideVocab | Sequence[bytes], end_ids: Iterable[int], sections: Sequence[str]):
+        self.vocab = vocab if isinstance(vocab, GuideVocab) else GuideVocab(vocab)
+        self.table = self.vocab.table
+        self.lines = heading_lines(sections)
+        if not self.lines:
+            raise ValueError("guided sections: no section to guide")
+        self.end_ids = tuple(sorted(set(end_ids)))
+        self._key = (tuple(self.lines), self.end_ids)
 
     # --- the rules -------------------------------------------------------------------------------------------
     def step(self, generated: bytes, left: int | None = None) -> Step:
@@ -140,13 +179,19 @@ class SectionGuide:
                 return self._finish_char()
             following = self.lines[done] if done < len(self.lines) else OUTPUT_CLOSE
             return self._force(_line_end(body) + following)
-        open_headings = done < len(self.lines)
-        candidates = (() if open_headings else self.tags) + self.heading_after_newline + self.blank_makers \
-            + (self.heading_first if not current.strip() else ()) + (self.newline_first if not current else ())
-        blocked = [i for i in candidates if not self._fits_body(current, done, has_text, self.table[i])]
-        if open_headings:  # no tag inside the part before its last section: `</output>` closes it
-            blocked += self.tags
-        return Step("block", tuple(blocked) + self.end_ids)  # the part ends with `</output>`, not the text
+        # Past a line's first non-blank byte (not `#`: that is a heading, handled above), its text no longer matters.
+        line = current if not current.strip() else b"x"
+        key = ("body", self._key, line, done, has_text)
+        if key not in self.vocab.cache:
+            v = self.vocab
+            open_headings = done < len(self.lines)
+            candidates = (() if open_headings else v.tags) + v.heading_after_newline + v.blank_makers \
+                + (v.heading_first if not current.strip() else ()) + (v.newline_first if not current else ())
+            blocked = {i for i in candidates if not self._fits_body(line, done, has_text, self.table[i])}
+            if open_headings:  # no tag inside the part before its last section: `</output>` closes it
+                blocked.update(v.tags)
+            self.vocab.cache[key] = tuple(sorted(blocked)) + self.end_ids  # the part ends with `</output>`
+        return Step("block", self.vocab.cache[key])
 
     def _think_step(self, generated: bytes, left: int | None) -> Step:
         """Before `<output>`: no heading and no end. `</think>` leads into the output part, and so do a blank
@@ -162,19 +207,17 @@ class SectionGuide:
                 return self._finish_char()
             return self._force(_line_end(generated) + opening + self.lines[0])
         current = generated.rsplit(b"\n", 1)[-1]
-        candidates = self.heading_after_newline + (self.heading_first if not current.strip() else ())
-        blocked = [i for i in candidates
-                   if any(_is_heading(seg) for seg in (current + self.table[i]).split(b"\n"))]
-        return Step("block", self.end_ids + tuple(blocked) + self._closers(generated))
-
-    def _closers(self, generated: bytes) -> tuple[int, ...]:
-        """The tokens that would write `</output>` after `generated` (inside the reasoning it has no place)."""
+        line = current if not current.strip() else b"x"  # as in the output part: only a blank line start matters
+        # `</output>` has no place in the reasoning, in one token or completing what the text has begun
         begun = next((OUTPUT_CLOSE[:k] for k in range(len(OUTPUT_CLOSE) - 1, 0, -1)
                       if generated.endswith(OUTPUT_CLOSE[:k])), b"")
-        if begun not in self._close_completers:
-            self._close_completers[begun] = tuple(i for i, b in enumerate(self.table)
-                                                  if b and OUTPUT_CLOSE in begun + b)
-        return self._close_completers[begun]
+        key = ("think", self.end_ids, line, begun)
+        if key not in self.vocab.cache:
+            v = self.vocab
+            candidates = v.heading_after_newline + (v.heading_first if not line.strip() else ())
+            blocked = {i for i in candidates if any(_is_heading(seg) for seg in (line + self.table[i]).split(b"\n"))}
+            self.vocab.cache[key] = self.end_ids + tuple(sorted(blocked.union(v.closers(begun))))
+        return Step("block", self.vocab.cache[key])
 
     def _fits_body(self, current: bytes, done: int, has_text: bool, piece: bytes) -> bool:
         """Whether `piece`, written after the current line of the output part, keeps to the rules."""
@@ -212,21 +255,11 @@ class SectionGuide:
     def _finish_char(self) -> Step:
         """Only tokens that go on with the character begun (UTF-8 continuation bytes first): a forced line end
         waits for it."""
-        return Step("only", self.continuations) if self.continuations else FREE
+        return Step("only", self.vocab.continuations) if self.vocab.continuations else FREE
 
     def _force(self, pending: bytes) -> Step:
-        """The tokens that write the start of `pending`, or all of it and then text on the same line without `#`
-        or `<`."""
-        ids = [i for k in range(1, len(pending) + 1) for i in self._by_bytes.get(pending[:k], ())]
-        lo = bisect.bisect_left(self._sorted, pending)
-        for j in range(lo, len(self._sorted)):
-            b = self._sorted[j]
-            if not b.startswith(pending):
-                break
-            rest = b[len(pending):]
-            if rest and not any(r in rest for r in _RISKY):
-                ids.append(self._sorted_ids[j])
-        return Step("only", tuple(sorted(set(ids)))) if ids else FREE
+        ids = self.vocab.writing(pending)
+        return Step("only", ids) if ids else FREE
 
     # --- numpy scores (llama.cpp) --------------------------------------------------------------------------------
     def mask_row(self, generated: bytes, scores, left: int | None = None) -> None:
@@ -307,4 +340,4 @@ class TorchSectionGuide:
         return scores
 
 
-__all__ = ["FREE", "SectionGuide", "Step", "TorchSectionGuide", "apply_step", "heading_lines", "token_bytes"]
+__all__ = ["FREE", "GuideVocab", "SectionGuide", "Step", "TorchSectionGuide", "apply_step", "heading_lines", "token_bytes"]

@@ -50,7 +50,7 @@ from shicheng.deploy.metadata import (
     quiet_llama_logs,
     read_gguf_fields,
 )
-from shicheng.guide import SectionGuide
+from shicheng.guide import GuideVocab, SectionGuide
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -152,7 +152,7 @@ class LlamaCppBackend(Backend):
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
         self._eog: list[int] | None = None
-        self._table: list[bytes] | None = None
+        self._guide_vocab: GuideVocab | None = None
         self.guides_sections = self.model_defaults.get("guide_sections") is True
         self._lock = threading.Lock()
 
@@ -211,7 +211,7 @@ class LlamaCppBackend(Backend):
             for t in prompt:  # the penalty counts the prompt's tokens, as transformers' does
                 lib.llama_sampler_accept(chain, t)
             blocker = _NgramBlocker(ngram, prompt)
-            guide = SectionGuide(self.token_table, self.eog_ids, o.sections) if o.sections else None
+            guide = SectionGuide(self.guide_vocab, self.eog_ids, o.sections) if o.sections else None
             written = bytearray()
             # A fresh context for every answer. Reusing the cached prefix (the system prompt every request
             # shares) would decode the rest in other batch sizes, whose rounding can tip a greedy near-tie:
@@ -239,11 +239,11 @@ class LlamaCppBackend(Backend):
             lib.llama_sampler_free(chain)
 
     @property
-    def token_table(self) -> list[bytes]:
-        """Each token id's bytes, for section-guided decoding (built on first use)."""
-        if self._table is None:
-            self._table = [self._piece(t) for t in range(self._n_vocab)]
-        return self._table
+    def guide_vocab(self) -> GuideVocab:
+        """The vocabulary as section-guided decoding reads it: each token's bytes (built on first use)."""
+        if self._guide_vocab is None:
+            self._guide_vocab = GuideVocab([self._piece(t) for t in range(self._n_vocab)])
+        return self._guide_vocab
 
     def generate_ids(self, messages: list[dict], **options: Unpack[GenerationKwargs]) -> list[int]:
         """The new token ids of one answer (its end-of-turn token included): for parity checks and benchmarks."""

@@ -25,7 +25,7 @@ from shicheng.agent.backends.base import (
     GenerationResult,
     TextStream,
 )
-from shicheng.guide import SectionGuide, TorchSectionGuide, token_bytes
+from shicheng.guide import GuideVocab, SectionGuide, TorchSectionGuide, token_bytes
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -182,9 +182,9 @@ class TransformersBackend(Backend):
         return set(eos if isinstance(eos, list) else [eos])
 
     @functools.cached_property
-    def token_table(self) -> list[bytes]:
-        """Each token id's bytes, for section-guided decoding (built once: a pass over the vocabulary)."""
-        return token_bytes(self.tokenizer)
+    def guide_vocab(self) -> GuideVocab:
+        """The vocabulary as section-guided decoding reads it (built on first use, once per model)."""
+        return GuideVocab(token_bytes(self.tokenizer))
 
     def generate_kwargs(self, o: GenerationOptions) -> dict[str, Any]:
         """`model.generate` keywords for these options."""
@@ -198,7 +198,7 @@ class TransformersBackend(Backend):
         if o.no_repeat_ngram_size is not None:
             kw["no_repeat_ngram_size"] = o.no_repeat_ngram_size
         if o.sections:
-            guide = SectionGuide(self.token_table, self.eos_token_ids, o.sections)
+            guide = SectionGuide(self.guide_vocab, self.eos_token_ids, o.sections)
             kw["logits_processor"] = [TorchSectionGuide(guide, o.max_new_tokens)]
         if o.greedy:
             # Unset the sampling knobs a saved generation_config may carry so none is applied.
