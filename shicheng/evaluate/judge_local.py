@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shicheng.agent.backends import TransformersBackend
+from shicheng.agent.backends import BackendUnavailable, TransformersBackend
 from shicheng.evaluate.judge_backends import (
     JudgeBackend,
     JudgeCallError,
@@ -85,7 +85,12 @@ class TransformersJudge(JudgeBackend):
     def __init__(self, model: str | Path | TransformersBackend, *, name: str | None = None, device: str = "auto",
                  dtype: str = "auto", temperature: float = 0.0, batch_size: int = 4, max_attempts: int = 2,
                  max_new_tokens: int | None = None):
-        import xgrammar as xgr
+        try:
+            import xgrammar as xgr
+        except ImportError as e:  # `make demo` installs the training extras only
+            raise BackendUnavailable("a local judge model needs xgrammar: `make venv`, or pip install "
+                                     "'shicheng[judge-local]' (on CPU: pip install --no-deps 'xgrammar>=0.2.8' "
+                                     "'apache-tvm-ffi>=0.1.11')") from e
 
         self.backend = model if isinstance(model, TransformersBackend) else TransformersBackend(model, device, dtype)
         self.name = name or self.backend.name
