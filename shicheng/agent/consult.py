@@ -98,12 +98,15 @@ def case_facts(case: Case) -> list[PatientFact]:
     return resolve_patient(case, case_texts(case), [], "case")[1]
 
 
+def guides(backend: Backend, guide: bool | None) -> bool:
+    """Whether to guide the sections (shicheng.guide): as `guide` says, or, left at None, as the model was trained
+    (`backend.guides_sections`)."""
+    return backend.guides_sections if guide is None else guide
+
+
 def guided(backend: Backend, task: Task, guide: bool | None, gen: dict[str, Any]) -> dict[str, Any]:
-    """`gen` with the task's sections to guide (shicheng.guide) when `guide` says so, or, left at None, when
-    the model was trained to be guided (`backend.guides_sections`)."""
-    if guide if guide is not None else backend.guides_sections:
-        return {**gen, "sections": required_sections(task)}
-    return gen
+    """`gen` with the task's sections to guide when `guides(backend, guide)`."""
+    return {**gen, "sections": required_sections(task)} if guides(backend, guide) else gen
 
 
 def consult(backend: Backend, case: Case, master: Master | None, task: Task = Task.full_chain,
@@ -189,5 +192,5 @@ def _previous_prescription(case: Case, visit_index: int) -> Prescription | None:
 
 
 __all__ = ["VISIT_TEXT_FIELDS", "ConsultError", "Consultation", "case_facts", "case_from_text", "consult",
-           "consult_messages", "consult_stream", "guided", "load_case", "read_case_file", "read_consultation",
+           "consult_messages", "consult_stream", "guided", "guides", "load_case", "read_case_file", "read_consultation",
            "read_text_case", "resolve_master", "visit_position", "with_previous_prescription"]

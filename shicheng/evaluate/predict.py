@@ -53,9 +53,9 @@ from rich.progress import (
 )
 
 from shicheng.agent.backends import Backend, GenerationResult, is_gguf, is_url, load_masters, make_backend
+from shicheng.agent.consult import guided, guides
 from shicheng.domain import MASTER_SUFFIXES, Case, JsonlError, Master, Task, load_master_files, read_jsonl
 from shicheng.evaluate.baseline import RetrievalBaseline, gold_text
-from shicheng.metrics.reading import required_sections
 from shicheng.prompts import prompt_messages
 
 GOLD, RETRIEVAL = "gold", "retrieval"
@@ -344,13 +344,13 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
     if owned:
         backend = make_backend(model, model_name=model_name, device=device, api_key_env=api_key_env,
                                timeout_s=timeout_s, concurrency=concurrency)
-    guided = not copied and backend is not None and (backend.guides_sections if guide is None else guide)
+    guided_run = not copied and backend is not None and guides(backend, guide)
     options = backend.options(**gen).to_dict() if backend is not None and not copied else None
     if options is not None:
-        options["sections"] = "guided" if guided else None  # each task's own sections (shicheng.guide)
+        options["sections"] = "guided" if guided_run else None  # each task's own sections (shicheng.guide)
     if not copied and not endpoint:
         # Similar lengths in one batch waste less on left padding; a guided run batches one task at a time.
-        todo.sort(key=lambda q: ((q.task.value if guided else ""), len(q.messages()[-1]["content"])))
+        todo.sort(key=lambda q: ((q.task.value if guided_run else ""), len(q.messages()[-1]["content"])))
     size = max(batch_size, concurrency) if endpoint else batch_size
     workers = concurrency if endpoint else 1  # a local model generates one batch at a time anyway
     stats = {"generated": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -361,12 +361,11 @@ def predict(model: str, *, cases: Path, out: Path, model_name: str | None = None
         with out.open("a" if resume else "w", encoding="utf-8") as fh, \
                 Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("predict", total=len(queries), completed=resumed)
-            for chunk in _chunks(todo, size, by_task=guided):
+            for chunk in _chunks(todo, size, by_task=guided_run):
                 if copied:
                     rows = copied_rows(chunk, name, baseline)
                 else:
-                    task_gen = {**gen, "sections": required_sections(chunk[0].task)} if guided else gen
-                    rows = generate_rows(backend, chunk, name, task_gen, workers)
+                    rows = generate_rows(backend, chunk, name, guided(backend, chunk[0].task, guide, gen), workers)
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                     stats["generated"] += 1
