@@ -244,15 +244,15 @@ def _answer_loss_trainer():
                 return torch.utils.data.SequentialSampler(dataset)
             return super()._get_train_sampler(*args, **kwargs)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            decoder = getattr(model, "model", None)
-            if (return_outputs or self.accelerator.num_processes > 1 or decoder is None
-                    or hasattr(model, "peft_config") or "labels" not in inputs
-                    or inputs["labels"].device.type != "cpu"):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        def _projects_answers_only(self, model, inputs) -> bool:
+            return (self.accelerator.num_processes == 1 and getattr(model, "model", None) is not None
+                    and not hasattr(model, "peft_config") and "labels" in inputs
+                    and inputs["labels"].device.type == "cpu")
+
+        def _answer_loss(self, model, inputs, num_items_in_batch=None):
             labels = inputs["labels"]
             kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-            hidden = decoder(**kwargs, use_cache=False).last_hidden_state[:, :-1]
+            hidden = model.model(**kwargs, use_cache=False).last_hidden_state[:, :-1]
             target = labels[:, 1:]
             keep = target != -100
             logits = model.get_output_embeddings()(hidden[keep]).float()
@@ -265,6 +265,22 @@ def _answer_loss_trainer():
                     hits = (logits.argmax(-1) == target[keep]).float().mean().item()
                 metrics["train" if model.training else "eval"]["mean_token_accuracy"].append(hits)
             return loss
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not self._projects_answers_only(model, inputs):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self._answer_loss(model, inputs, num_items_in_batch)
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            # evaluate() asks for the loss only (no compute_metrics), but Trainer still calls compute_loss with
+            # return_outputs=True, i.e. TRL's full-vocabulary projection of every position: on the stage-4
+            # validation rows that cost as much as a tenth of the training steps.
+            inputs = self._prepare_inputs(inputs)
+            if not (prediction_loss_only and self._projects_answers_only(model, inputs)):
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            with torch.no_grad():
+                loss = self._answer_loss(model, inputs)  # mean over the batch's answer tokens, as TRL's eval loss
+            return loss.detach(), None, None
 
     return AnswerLossSFTTrainer
 
@@ -391,6 +407,16 @@ def _last_checkpoint(trainer) -> str | None:
     return None
 
 
+def _final_evaluation(trainer) -> dict:
+    """The held-out metrics of the final weights: those the epoch-end evaluation logged at the last step when
+    there was one (evaluating again would repeat it), else a fresh evaluation."""
+    last = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == last and "eval_loss" in entry:
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
 def _run(trainer, resume: bool):
     ckpt = _last_checkpoint(trainer) if resume else None
     if trainer.accelerator.num_processes > 1:  # every rank resumes from the checkpoint rank 0 chose
@@ -404,7 +430,7 @@ def _run(trainer, resume: bool):
     metrics["steps"] = trainer.state.global_step
     metrics["resumed_from"] = Path(ckpt).name if ckpt else None
     if trainer.args.eval_strategy != "no" and trainer.eval_dataset is not None:
-        ev = trainer.evaluate()
+        ev = _final_evaluation(trainer)
         metrics.update({k: v for k, v in ev.items() if isinstance(v, (int, float)) and math.isfinite(v)})
     return trainer, metrics
 

@@ -4,6 +4,7 @@ length-grouped batches, each checked against what it replaces."""
 from __future__ import annotations
 
 import collections
+import math
 import json
 
 import pytest
@@ -35,7 +36,7 @@ def _rows(n: int) -> list[dict]:
     return rows
 
 
-def _trainer(cls, tmp_path, tokenizer, rows):
+def _trainer(cls, tmp_path, tokenizer, rows, eval_rows=None):
     from trl import SFTConfig
 
     torch.manual_seed(0)
@@ -44,7 +45,9 @@ def _trainer(cls, tmp_path, tokenizer, rows):
     model = Qwen2ForCausalLM(cfg)
     args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], bf16=False,
                      assistant_only_loss=True, max_length=256, save_strategy="no", disable_tqdm=True)
-    return cls(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    evald = Dataset.from_list(eval_rows) if eval_rows else None
+    return cls(model=model, args=args, train_dataset=Dataset.from_list(rows), eval_dataset=evald,
+               processing_class=tokenizer)
 
 
 def test_answer_only_projection_gives_trls_loss_and_gradients(tmp_path):
@@ -177,3 +180,42 @@ def test_each_phase_warms_up_and_decays_on_its_own():
     assert lrs[49] < 0.05  # the first phase ends decayed ...
     assert lrs[50] < 0.2 and max(lrs[50:]) == pytest.approx(1.0, abs=0.05)  # ... the second warms up again
     assert lrs[149] < 0.05
+
+
+def test_evaluation_projects_answers_only_and_gives_trls_eval_loss(tmp_path):
+    from trl import SFTTrainer
+
+    tokenizer = train_demo_tokenizer([TEXT * 3] * 20, vocab_size=400)
+    rows = _rows(12)
+    ours = _trainer(sft_trainer_class(), tmp_path / "a", tokenizer, rows, eval_rows=rows).evaluate()
+    plain = _trainer(SFTTrainer, tmp_path / "b", tokenizer, rows, eval_rows=rows).evaluate()
+    assert ours["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
+    assert ours["eval_mean_token_accuracy"] == pytest.approx(plain["eval_mean_token_accuracy"], abs=1e-6)
+    assert "eval_entropy" in plain and "eval_entropy" not in ours  # TRL's full projection did not run
+
+
+def test_a_stage_is_evaluated_once_at_its_end(tmp_path):
+    from transformers import TrainerCallback
+    from trl import SFTConfig
+
+    from shicheng.train.stages import _run
+
+    class CountEvaluations(TrainerCallback):
+        n = 0
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            CountEvaluations.n += 1
+
+    tokenizer = train_demo_tokenizer([TEXT * 3] * 20, vocab_size=400)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], bf16=False,
+                     assistant_only_loss=True, max_length=256, save_strategy="no", disable_tqdm=True,
+                     eval_strategy="epoch", num_train_epochs=1)
+    trainer = sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(_rows(8)),
+                                  eval_dataset=Dataset.from_list(_rows(4)), processing_class=tokenizer,
+                                  callbacks=[CountEvaluations()])
+    _, metrics = _run(trainer, resume=False)
+    assert CountEvaluations.n == 1
+    assert math.isfinite(metrics["eval_loss"]) and metrics["steps"] == 2
