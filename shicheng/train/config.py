@@ -161,9 +161,6 @@ class TrainConfig(_Cfg):
     base_model: BaseModelCfg
     tokenizer: TokenizerCfg = Field(default_factory=TokenizerCfg)
     bf16: bool = False
-    dataset_num_proc: int | None = Field(default=None, ge=1, description=(
-        "processes that tokenize the SFT, CPT and DPO datasets before each stage (TRL's dataset_num_proc); "
-        "None = one"))
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     stages: list[StageCfg] = Field(min_length=1)
 

@@ -202,7 +202,6 @@ def train_cpt(cfg, stage, model, tokenizer, out: Path, resume: bool):
     train = train.select_columns(["text"])
     evald = evald.select_columns(["text"]) if evald is not None else None
     args = SFTConfig(**_common_args(cfg, stage, out, evald is not None), dataset_text_field="text",
-                     dataset_num_proc=cfg.dataset_num_proc,
                      max_length=stage.max_length, packing=stage.packing, eos_token=ENDOFTEXT,
                      packing_strategy="wrapped" if stage.packing else "bfd")
     optimizers = (None, None)
@@ -299,7 +298,6 @@ def train_sft(cfg, stage, model, tokenizer, out: Path, resume: bool):
     train = train.select_columns(["messages"])
     evald = evald.select_columns(["messages"]) if evald is not None else None
     args = SFTConfig(**_common_args(cfg, stage, out, evald is not None), max_length=stage.max_length,
-                     dataset_num_proc=cfg.dataset_num_proc,
                      packing=stage.packing, assistant_only_loss=True, eos_token=IM_END)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
                          peft_config=_peft_config(stage), callbacks=[JsonlMetrics(out / "metrics.jsonl")])
@@ -378,8 +376,7 @@ def train_dpo(cfg, stage, model, tokenizer, out: Path, resume: bool):
 
     rows = load_split(cfg, stage, "train").to_list()
     train = Dataset.from_list(style_pairs(rows, cfg.seed))
-    args = DPOConfig(**_common_args(cfg, stage, out, False), beta=stage.dpo_beta, max_length=stage.max_length,
-                     dataset_num_proc=cfg.dataset_num_proc)
+    args = DPOConfig(**_common_args(cfg, stage, out, False), beta=stage.dpo_beta, max_length=stage.max_length)
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=_peft_config(stage), callbacks=[JsonlMetrics(out / "metrics.jsonl")])
     return _run(trainer, resume)
