@@ -4,8 +4,8 @@ length-grouped batches, each checked against what it replaces."""
 from __future__ import annotations
 
 import collections
-import math
 import json
+import math
 
 import pytest
 import torch
