@@ -182,16 +182,39 @@ def test_each_phase_warms_up_and_decays_on_its_own():
     assert lrs[149] < 0.05
 
 
-def test_evaluation_projects_answers_only_and_gives_trls_eval_loss(tmp_path):
+def test_evaluation_is_one_mean_over_the_answer_tokens_whatever_the_batches(tmp_path):
     from trl import SFTTrainer
 
     tokenizer = train_demo_tokenizer([TEXT * 3] * 20, vocab_size=400)
     rows = _rows(12)
-    ours = _trainer(sft_trainer_class(), tmp_path / "a", tokenizer, rows, eval_rows=rows).evaluate()
-    plain = _trainer(SFTTrainer, tmp_path / "b", tokenizer, rows, eval_rows=rows).evaluate()
-    assert ours["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
-    assert ours["eval_mean_token_accuracy"] == pytest.approx(plain["eval_mean_token_accuracy"], abs=1e-6)
-    assert "eval_entropy" in plain and "eval_entropy" not in ours  # TRL's full projection did not run
+    ours = _trainer(sft_trainer_class(), tmp_path / "a", tokenizer, rows, eval_rows=rows)
+    shuffled = ours.evaluate()
+    ours.eval_dataset = ours.eval_dataset.select(list(range(11, -1, -1)))
+    reordered = ours.evaluate()
+    # TRL's evaluation averages batch means: with every row in one batch that is the token mean
+    plain = _trainer(SFTTrainer, tmp_path / "b", tokenizer, rows, eval_rows=rows)
+    plain.args.per_device_eval_batch_size = len(rows)
+    one_batch = plain.evaluate()
+    assert shuffled["eval_loss"] == pytest.approx(one_batch["eval_loss"], rel=1e-5)
+    assert reordered["eval_loss"] == pytest.approx(shuffled["eval_loss"], rel=1e-6)
+    assert shuffled["eval_mean_token_accuracy"] == pytest.approx(one_batch["eval_mean_token_accuracy"], abs=1e-6)
+    assert "eval_entropy" in one_batch and "eval_entropy" not in shuffled  # TRL's full projection did not run
+    assert ours.state.log_history[-1]["eval_loss"] == reordered["eval_loss"]  # logged like Trainer.evaluate
+
+
+def test_held_out_rows_come_longest_first_when_lengths_are_grouped(tmp_path):
+    rows = [{"task": "syndrome", "messages": [{"role": "user", "content": "问" * n},
+                                              {"role": "assistant", "content": "答"}]} for n in (3, 9, 1, 5)]
+    (tmp_path / "d").mkdir()
+    for split in ("train", "validation"):
+        (tmp_path / "d" / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                         encoding="utf-8")
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), data_dir=str(tmp_path), base_model={"tiny": {}},
+                      stages=[StageCfg(name="s", method="sft", datasets=["d"], group_by_length=True)])
+    held_out = load_split(cfg, cfg.stages[0], "validation")
+    assert [len(r["messages"][0]["content"]) for r in held_out] == [9, 5, 3, 1]
+    cfg.stages[0].group_by_length = False
+    assert [len(r["messages"][0]["content"]) for r in load_split(cfg, cfg.stages[0], "validation")] == [3, 9, 1, 5]
 
 
 def test_a_stage_is_evaluated_once_at_its_end(tmp_path):
