@@ -44,14 +44,20 @@ def load_split(cfg: TrainConfig, stage: StageCfg, split: str) -> Dataset | None:
     return data
 
 
-def longest_first(data: Dataset) -> list[int]:
-    """Row indices, longest row (in characters) first. For the held-out rows: the evaluation loop pads each
-    batch to its longest row and keeps the dataset's order, which is shuffled."""
+def row_lengths(data: Dataset) -> list[int] | None:
+    """Characters per row (all messages, or the text); None when the rows have neither."""
     if "messages" in data.column_names:
-        lengths = [sum(len(m["content"]) for m in msgs) for msgs in data["messages"]]
-    elif "text" in data.column_names:
-        lengths = [len(t) for t in data["text"]]
-    else:
+        return [sum(len(m["content"]) for m in msgs) for msgs in data["messages"]]
+    if "text" in data.column_names:
+        return [len(t) for t in data["text"]]
+    return None
+
+
+def longest_first(data: Dataset) -> list[int]:
+    """Row indices, longest row first. For the held-out rows: the evaluation loop pads each batch to its
+    longest row and keeps the dataset's order, which is shuffled."""
+    lengths = row_lengths(data)
+    if lengths is None:
         return list(range(len(data)))
     return sorted(range(len(data)), key=lambda i: -lengths[i])
 
@@ -116,9 +122,7 @@ def phased_rows(data: Dataset, stage: StageCfg, seed: int) -> list[int]:
     are sorted by length inside chunks of 50 batches, as transformers' LengthGroupedSampler does, but never
     across a phase boundary.
     """
-    lengths = None
-    if stage.group_by_length and "messages" in data.column_names:
-        lengths = [sum(len(m["content"]) for m in msgs) for msgs in data["messages"]]
+    lengths = row_lengths(data) if stage.group_by_length else None
     rng = random.Random(seed)
     order: list[int] = []
     for phase in stage.phases:
@@ -265,10 +269,9 @@ def _answer_loss_trainer():
                 return torch.utils.data.SequentialSampler(dataset)
             return super()._get_train_sampler(*args, **kwargs)
 
-        def _projects_answers_only(self, model, inputs) -> bool:
-            return (self.accelerator.num_processes == 1 and getattr(model, "model", None) is not None
-                    and not hasattr(model, "peft_config") and "labels" in inputs
-                    and inputs["labels"].device.type == "cpu")
+        def _projects_answers_only(self, model) -> bool:
+            return (self.accelerator.num_processes == 1 and self.args.device.type == "cpu"
+                    and getattr(model, "model", None) is not None and not hasattr(model, "peft_config"))
 
         def _answer_token_losses(self, model, inputs):
             """Cross-entropy summed over the answer tokens, their logits (for the accuracy) and targets."""
@@ -292,7 +295,7 @@ def _answer_loss_trainer():
             return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not self._projects_answers_only(model, inputs):
+            if return_outputs or "labels" not in inputs or not self._projects_answers_only(model):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return self._answer_loss(model, inputs, num_items_in_batch)
 
@@ -306,9 +309,7 @@ def _answer_loss_trainer():
             """
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
             model = self.model
-            if (self.accelerator.num_processes > 1 or self.args.device.type != "cpu" or dataset is None
-                    or isinstance(dataset, dict) or hasattr(model, "peft_config")
-                    or getattr(model, "model", None) is None):
+            if dataset is None or isinstance(dataset, dict) or not self._projects_answers_only(model):
                 return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             start = time.time()
             loader = self.get_eval_dataloader(dataset)
